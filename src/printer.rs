@@ -1,0 +1,38 @@
+//! The one place that writes results to stdout, so every command honours `--output json`
+//! the same way: text for people, one JSON document for scripts. Progress and errors go to
+//! stderr and never mix with a JSON result.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::cli::OutputFormat;
+
+pub struct Printer {
+    format: OutputFormat,
+}
+
+impl Printer {
+    pub fn new(format: OutputFormat) -> Self {
+        Self { format }
+    }
+
+    /// Print a command's result: `text` renders it for people; JSON is the serialized value.
+    pub fn result<T: Serialize>(&self, value: &T, text: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        match self.format {
+            OutputFormat::Text => stdout.write_all(text(value).as_bytes())?,
+            OutputFormat::Json => {
+                serde_json::to_writer_pretty(&mut stdout, value)?;
+                stdout.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A progress line for long operations; always stderr so JSON output stays parseable.
+    #[allow(dead_code)]
+    pub fn progress(&self, message: impl AsRef<str>) {
+        eprintln!("{}", message.as_ref());
+    }
+}
