@@ -204,10 +204,10 @@ fn build(
     if accelerators > 0 && info.accelerator_manufacturer.as_deref() == Some("aws") {
         extended.insert("aws.amazon.com/neuron".to_string(), accelerators);
     }
-    if info.trunking_compatible == Some(true) {
-        if let Some(branch) = info.branch_enis.filter(|b| *b > 0) {
-            extended.insert("vpc.amazonaws.com/pod-eni".to_string(), branch);
-        }
+    if info.trunking_compatible == Some(true)
+        && let Some(branch) = info.branch_enis.filter(|b| *b > 0)
+    {
+        extended.insert("vpc.amazonaws.com/pod-eni".to_string(), branch);
     }
     let hw = Hardware {
         vcpu,
