@@ -2,4 +2,6 @@
 //! EC2NodeClass) and the well-known labels, as plain types with no client attached, so the
 //! scheduler, the controller and the CLI share one definition.
 
+pub mod crd;
 pub mod labels;
+pub mod v1;
