@@ -4,4 +4,6 @@
 
 pub mod crd;
 pub mod labels;
+pub mod requirements;
 pub mod v1;
+pub mod validation;
