@@ -2,8 +2,10 @@
 //! EC2NodeClass) and the well-known labels, as plain types with no client attached, so the
 //! scheduler, the controller and the CLI share one definition.
 
+pub mod convert;
 pub mod crd;
 pub mod labels;
+pub mod manifest;
 pub mod requirements;
 pub mod v1;
 pub mod validation;

@@ -17,8 +17,31 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
 
 /// A resource quantity such as `4`, `500m` or `16Gi`, syntax-checked, text preserved.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Quantity(String);
+///
+/// Equality is on the text; whether it was written as a YAML integer only decides how it is
+/// written back, so `cpu: 1000` round-trips as `1000`, not `"1000"`.
+#[derive(Clone, Debug)]
+pub struct Quantity(String, Written);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Written {
+    String,
+    Integer,
+}
+
+impl PartialEq for Quantity {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Quantity {}
+
+impl std::hash::Hash for Quantity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 /// Resource name → quantity (`cpu: "4"`, `memory: 16Gi`), as in `limits` and `status.capacity`.
 pub type ResourceList = BTreeMap<String, Quantity>;
@@ -40,7 +63,7 @@ impl FromStr for Quantity {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         if is_quantity(text) {
-            Ok(Self(text.to_owned()))
+            Ok(Self(text.to_owned(), Written::String))
         } else {
             Err(InvalidQuantity(text.to_owned()))
         }
@@ -82,7 +105,10 @@ impl fmt::Display for Quantity {
 
 impl Serialize for Quantity {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        match (self.1, self.0.parse::<i64>()) {
+            (Written::Integer, Ok(n)) => serializer.serialize_i64(n),
+            _ => serializer.serialize_str(&self.0),
+        }
     }
 }
 
@@ -101,11 +127,11 @@ impl<'de> Deserialize<'de> for Quantity {
             }
 
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quantity, E> {
-                Ok(Quantity(v.to_string()))
+                Ok(Quantity(v.to_string(), Written::Integer))
             }
 
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Quantity, E> {
-                Ok(Quantity(v.to_string()))
+                Ok(Quantity(v.to_string(), Written::Integer))
             }
 
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {
@@ -163,5 +189,9 @@ mod tests {
             serde_json::from_value(serde_json::json!({"cpu": 1000, "memory": "1000Gi"})).unwrap();
         assert_eq!(list["cpu"].as_str(), "1000");
         assert_eq!(list["memory"].as_str(), "1000Gi");
+        assert_eq!(
+            serde_json::to_value(&list).unwrap(),
+            serde_json::json!({"cpu": 1000, "memory": "1000Gi"})
+        );
     }
 }
