@@ -1,5 +1,6 @@
 //! One module per subcommand; `run` dispatches and returns the process exit code.
 
+mod convert;
 mod version;
 
 use std::process::ExitCode;
@@ -10,5 +11,6 @@ use crate::printer::Printer;
 pub fn run(command: Command, printer: &Printer) -> anyhow::Result<ExitCode> {
     match command {
         Command::Version => version::run(printer),
+        Command::Convert { files } => convert::run(&files, printer),
     }
 }
