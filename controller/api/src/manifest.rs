@@ -14,7 +14,7 @@ use crate::convert::{self, DisplacedKubelet, Kind, Note};
 use crate::labels;
 use crate::requirements::parse_requirements;
 use crate::v1::{EC2NodeClass, NodeClaim, NodePool};
-use crate::validation::{FieldError, FieldErrors};
+use crate::validation::{self, FieldError, FieldErrors};
 
 /// One object read from a manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -310,10 +310,7 @@ fn decode(value: Value) -> Result<Object, FieldErrors> {
     let object = match kind {
         Kind::NodePool => {
             let pool: NodePool = typed(value)?;
-            parse_requirements(
-                &pool.spec.template.spec.requirements,
-                "spec.template.spec.requirements",
-            )?;
+            validation::node_pool(&pool)?;
             Object::NodePool(Box::new(pool))
         }
         Kind::NodeClaim => {
@@ -323,7 +320,7 @@ fn decode(value: Value) -> Result<Object, FieldErrors> {
         }
         Kind::EC2NodeClass => {
             let class: EC2NodeClass = typed(value)?;
-            check_node_class(&class)?;
+            validation::ec2_node_class(&class)?;
             Object::EC2NodeClass(Box::new(class))
         }
     };
@@ -357,72 +354,6 @@ fn typed<T: DeserializeOwned>(value: Value) -> Result<T, FieldErrors> {
         ));
         errors
     })
-}
-
-/// The EC2NodeClass rules the CRD enforces with CEL, for manifests that never meet a server.
-fn check_node_class(class: &EC2NodeClass) -> Result<(), FieldErrors> {
-    let spec = &class.spec;
-    let mut errors = FieldErrors::default();
-    if spec.role.is_some() == spec.instance_profile.is_some() {
-        errors.push(FieldError::new(
-            "spec",
-            "must specify exactly one of ['role', 'instanceProfile']",
-        ));
-    }
-    if spec.subnet_selector_terms.is_empty() {
-        errors.push(FieldError::new(
-            "spec.subnetSelectorTerms",
-            "cannot be empty",
-        ));
-    }
-    if spec.security_group_selector_terms.is_empty() {
-        errors.push(FieldError::new(
-            "spec.securityGroupSelectorTerms",
-            "cannot be empty",
-        ));
-    }
-    if spec.ami_selector_terms.is_empty() {
-        errors.push(FieldError::new("spec.amiSelectorTerms", "cannot be empty"));
-    }
-    match spec.alias() {
-        None if spec.ami_family.is_none() => {
-            errors.push(FieldError::new(
-                "spec.amiFamily",
-                "must specify amiFamily if amiSelectorTerms does not contain an alias",
-            ));
-        }
-        None => {}
-        Some(alias) => {
-            if spec.ami_selector_terms.len() != 1 {
-                errors.push(FieldError::new(
-                    "spec.amiSelectorTerms",
-                    "'alias' cannot be combined with other amiSelectorTerms",
-                ));
-            }
-            let (family, version) = alias.split_once('@').unwrap_or((alias, ""));
-            match crate::v1::AmiFamily::from_alias(family) {
-                None => errors.push(FieldError::new(
-                    "spec.amiSelectorTerms[0].alias",
-                    format!("{alias:?}: must be family@version with family one of al2, al2023, bottlerocket, windows2019, windows2022"),
-                )),
-                Some(aliased) => {
-                    if version.is_empty() {
-                        errors.push(FieldError::new("spec.amiSelectorTerms[0].alias", format!("{alias:?}: missing @version")));
-                    }
-                    if family.starts_with("windows") && version != "latest" {
-                        errors.push(FieldError::new("spec.amiSelectorTerms[0].alias", "windows families may only specify version 'latest'"));
-                    }
-                    if let Some(set) = spec.ami_family.filter(|f| *f != aliased && *f != crate::v1::AmiFamily::Custom) {
-                        errors.push(FieldError::new(
-                            "spec.amiFamily",
-                            format!("{} does not match alias {alias:?}; use {} or Custom", set.as_str(), aliased.as_str()),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    errors.into_result(())
 }
 
 /// Render objects as a multi-document YAML stream.

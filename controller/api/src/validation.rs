@@ -5,6 +5,10 @@
 
 use std::fmt;
 
+use crate::labels;
+use crate::requirements::parse_requirements;
+use crate::v1::{EC2NodeClass, NodePool};
+
 /// One problem at one field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -147,6 +151,171 @@ pub fn label_value(value: &str) -> Result<(), &'static str> {
             "must consist of alphanumerics, '-', '_' or '.', and start and end with an alphanumeric",
         )
     }
+}
+
+/// What the API server checks on a NodePool beyond its schema (CEL rules and upstream's
+/// webhook), for manifests that never meet a server: requirements, template labels, taints
+/// and budgets.
+pub fn node_pool(pool: &NodePool) -> Result<(), FieldErrors> {
+    let mut errors = FieldErrors::default();
+    let template = &pool.spec.template;
+    if let Err(err) = parse_requirements(
+        &template.spec.requirements,
+        "spec.template.spec.requirements",
+    ) {
+        errors.extend(err);
+    }
+    for (key, value) in &template.metadata.labels {
+        let path = format!("spec.template.metadata.labels[{key}]");
+        if let Err(reason) = qualified_name(key) {
+            errors.push(FieldError::new(
+                &path,
+                format!("invalid label key: {reason}"),
+            ));
+        } else if key == labels::NODE_POOL {
+            errors.push(FieldError::new(&path, "set by Karpenter itself"));
+        } else if let Some(restriction) = labels::restriction(labels::normalized(key)) {
+            errors.push(FieldError::new(&path, restriction.to_string()));
+        }
+        if let Err(reason) = label_value(value) {
+            errors.push(FieldError::new(
+                &path,
+                format!("invalid label value {value:?}: {reason}"),
+            ));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let all_taints = template.spec.taints.iter().map(|t| ("taints", t));
+    let startup = template
+        .spec
+        .startup_taints
+        .iter()
+        .map(|t| ("startupTaints", t));
+    let mut index = std::collections::BTreeMap::<&str, usize>::new();
+    for (field, taint) in all_taints.chain(startup) {
+        let i = index.entry(field).or_default();
+        let path = format!("spec.template.spec.{field}[{i}]");
+        *i += 1;
+        if let Err(reason) = qualified_name(&taint.key) {
+            errors.push(FieldError::new(
+                format!("{path}.key"),
+                format!("invalid taint key {:?}: {reason}", taint.key),
+            ));
+        }
+        if let Some(value) = taint.value.as_deref().filter(|v| !v.is_empty())
+            && let Err(reason) = qualified_name(value)
+        {
+            errors.push(FieldError::new(
+                format!("{path}.value"),
+                format!("invalid taint value {value:?}: {reason}"),
+            ));
+        }
+        if !seen.insert((taint.key.as_str(), taint.effect)) {
+            errors.push(FieldError::new(
+                path,
+                format!(
+                    "duplicate taint {}:{} (taints and startupTaints together)",
+                    taint.key,
+                    taint.effect.as_str()
+                ),
+            ));
+        }
+    }
+    for (i, budget) in pool
+        .spec
+        .disruption
+        .iter()
+        .flat_map(|d| d.budgets.iter().flatten())
+        .enumerate()
+    {
+        let path = format!("spec.disruption.budgets[{i}]");
+        if budget.schedule.is_some() != budget.duration.is_some() {
+            errors.push(FieldError::new(
+                &path,
+                "'schedule' must be set with 'duration'",
+            ));
+        }
+        let nodes_ok = match budget.nodes.strip_suffix('%') {
+            Some(percent) => percent.parse::<u8>().is_ok_and(|p| p <= 100),
+            None => budget.nodes.parse::<u64>().is_ok(),
+        };
+        if !nodes_ok {
+            errors.push(FieldError::new(
+                format!("{path}.nodes"),
+                format!(
+                    "{:?}: must be a count (\"5\") or a percentage up to 100% (\"10%\")",
+                    budget.nodes
+                ),
+            ));
+        }
+    }
+    errors.into_result(())
+}
+
+/// The EC2NodeClass rules the CRD enforces with CEL, for manifests that never meet a server.
+pub fn ec2_node_class(class: &EC2NodeClass) -> Result<(), FieldErrors> {
+    let spec = &class.spec;
+    let mut errors = FieldErrors::default();
+    if spec.role.is_some() == spec.instance_profile.is_some() {
+        errors.push(FieldError::new(
+            "spec",
+            "must specify exactly one of ['role', 'instanceProfile']",
+        ));
+    }
+    if spec.subnet_selector_terms.is_empty() {
+        errors.push(FieldError::new(
+            "spec.subnetSelectorTerms",
+            "cannot be empty",
+        ));
+    }
+    if spec.security_group_selector_terms.is_empty() {
+        errors.push(FieldError::new(
+            "spec.securityGroupSelectorTerms",
+            "cannot be empty",
+        ));
+    }
+    if spec.ami_selector_terms.is_empty() {
+        errors.push(FieldError::new("spec.amiSelectorTerms", "cannot be empty"));
+    }
+    match spec.alias() {
+        None if spec.ami_family.is_none() => {
+            errors.push(FieldError::new(
+                "spec.amiFamily",
+                "must specify amiFamily if amiSelectorTerms does not contain an alias",
+            ));
+        }
+        None => {}
+        Some(alias) => {
+            if spec.ami_selector_terms.len() != 1 {
+                errors.push(FieldError::new(
+                    "spec.amiSelectorTerms",
+                    "'alias' cannot be combined with other amiSelectorTerms",
+                ));
+            }
+            let (family, version) = alias.split_once('@').unwrap_or((alias, ""));
+            match crate::v1::AmiFamily::from_alias(family) {
+                None => errors.push(FieldError::new(
+                    "spec.amiSelectorTerms[0].alias",
+                    format!("{alias:?}: must be family@version with family one of al2, al2023, bottlerocket, windows2019, windows2022"),
+                )),
+                Some(aliased) => {
+                    if version.is_empty() {
+                        errors.push(FieldError::new("spec.amiSelectorTerms[0].alias", format!("{alias:?}: missing @version")));
+                    }
+                    if family.starts_with("windows") && version != "latest" {
+                        errors.push(FieldError::new("spec.amiSelectorTerms[0].alias", "windows families may only specify version 'latest'"));
+                    }
+                    if let Some(set) = spec.ami_family.filter(|f| *f != aliased && *f != crate::v1::AmiFamily::Custom) {
+                        errors.push(FieldError::new(
+                            "spec.amiFamily",
+                            format!("{} does not match alias {alias:?}; use {} or Custom", set.as_str(), aliased.as_str()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    errors.into_result(())
 }
 
 #[cfg(test)]

@@ -178,6 +178,29 @@ fn bad_input_names_file_object_and_field() {
             vec!["expected a Kubernetes object"],
         ),
         (
+            POOL.replace("  template:\n", "  template:\n    metadata:\n      labels: {kubernetes.io/custom: x, karpenter.sh/nodepool: z}\n"),
+            vec![
+                "spec.template.metadata.labels[kubernetes.io/custom]: label domain \"kubernetes.io\" is restricted",
+                "spec.template.metadata.labels[karpenter.sh/nodepool]: set by Karpenter itself",
+            ],
+        ),
+        (
+            POOL.replace("      requirements:", "      taints: [{key: a, effect: NoSchedule}]\n      startupTaints: [{key: a, effect: NoSchedule}]\n      requirements:"),
+            vec!["spec.template.spec.startupTaints[0]: duplicate taint a:NoSchedule"],
+        ),
+        (
+            POOL.replace("      requirements:", "      taints: [{key: a, effect: Sometimes}]\n      requirements:"),
+            vec!["spec.template.spec.taints[0].effect: unknown variant `Sometimes`"],
+        ),
+        (
+            format!("{POOL}  disruption: {{consolidateAfter: 0s, budgets: [{{nodes: \"0\", schedule: \"@daily\"}}, {{nodes: 150%}}]}}\n"),
+            vec!["spec.disruption.budgets[0]: 'schedule' must be set with 'duration'", "spec.disruption.budgets[1].nodes: \"150%\""],
+        ),
+        (
+            format!("{POOL}  disruption: {{consolidateAfter: soon}}\n"),
+            vec!["spec.disruption.consolidateAfter: invalid duration \"soon\""],
+        ),
+        (
             r#"apiVersion: karpenter.k8s.aws/v1
 kind: EC2NodeClass
 metadata: {name: both}
