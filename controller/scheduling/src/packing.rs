@@ -1,0 +1,560 @@
+//! Packing new NodeClaims for the whole batch at once.
+//!
+//! Every pod class gets a value: its requests priced at the dual prices of the batch's
+//! fractional covering LP ([`crate::lowerbound`]), i.e. what its share of the cheapest
+//! possible capacity costs. Then, largest classes first, a seed pod opens a node: for each
+//! candidate instance type the packer fills a node of that type greedily with every
+//! compatible class (respecting requirements, taints, host ports, hostname spread and
+//! (anti-)affinity), and keeps the type whose packed value per dollar is highest. A packing
+//! that can be repeated is stamped out as many times as the remaining pods allow. So the
+//! choice of type reflects what the rest of the batch needs, not only the pod at hand, and
+//! the plan's cost tracks the LP lower bound closely.
+//!
+//! Each NodeClaim then keeps every compatible type that fits its pods, cheapest first; its
+//! price is the cheapest of them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use karpctl_cloud::Resources;
+use karpctl_cloud::labels;
+
+use crate::lowerbound::{Column, cover};
+use crate::requirements::Requirements;
+use crate::scheduler::{Bin, BinKind, Class, Solve, price_under};
+
+/// Prices per resource unit (cores, GiB, pods, units of extended resources).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ResourcePrices {
+    pub dims: Vec<String>,
+    pub prices: Vec<f64>,
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+pub(crate) fn scaled(r: &Resources, dim: &str) -> f64 {
+    match dim {
+        "cpu" => r.cpu as f64 / 1000.0,
+        "memory" => r.memory as f64 / GIB,
+        other => r.get(other) as f64,
+    }
+}
+
+impl ResourcePrices {
+    pub fn value(&self, r: &Resources) -> f64 {
+        let priced: f64 = self
+            .dims
+            .iter()
+            .zip(&self.prices)
+            .map(|(d, y)| scaled(r, d) * y)
+            .sum();
+        // A tiny size term so zero-priced resources still prefer packing more.
+        priced + 1e-6 * (scaled(r, "cpu") + scaled(r, "memory"))
+    }
+}
+
+struct Fill {
+    picked: Vec<(usize, i64)>,
+    requirements: Requirements,
+    used: Resources,
+    counts: Vec<u32>,
+    caps: Vec<u32>,
+    value: f64,
+    price: f64,
+}
+
+impl Fill {
+    fn efficiency(&self) -> f64 {
+        if self.price > 0.0 {
+            self.value / self.price
+        } else {
+            0.0
+        }
+    }
+    fn seed_count(&self) -> i64 {
+        self.picked.first().map(|(_, k)| *k).unwrap_or(0)
+    }
+}
+
+/// A candidate (pool, type) with its bound on value per dollar, its seed efficiency, its price.
+type Scored = ((usize, usize), f64, f64, f64);
+
+struct Memo {
+    pool: usize,
+    t: usize,
+    efficiency: f64,
+    uses: usize,
+}
+
+impl Solve<'_> {
+    /// Value every class at the dual prices of the batch's covering LP.
+    pub(crate) fn value_classes(&mut self, classes: &mut [Class]) {
+        let mut dims: Vec<String> = vec!["cpu".into(), "memory".into(), "pods".into()];
+        let extended: BTreeSet<String> = classes
+            .iter()
+            .flat_map(|c| c.request.extended.keys().cloned())
+            .collect();
+        dims.extend(extended);
+        let demand: Vec<f64> = dims
+            .iter()
+            .map(|d| {
+                classes
+                    .iter()
+                    .map(|c| scaled(&c.request, d) * c.pods.len() as f64)
+                    .sum()
+            })
+            .collect();
+        let mut columns = Vec::new();
+        for (p, pool) in self.sched.pools.iter().enumerate() {
+            let mut union: Option<crate::scheduler::Bitset> = None;
+            for c in classes.iter() {
+                if let Ok(set) = &c.compat.pools[p] {
+                    match &mut union {
+                        Some(u) => u.0.iter_mut().zip(&set.0).for_each(|(a, b)| *a |= b),
+                        None => union = Some(set.clone()),
+                    }
+                }
+            }
+            let Some(union) = union else { continue };
+            for t in union.iter() {
+                let Some(o) = price_under(pool.instance_type(t), &pool.requirements) else {
+                    continue;
+                };
+                let free = &pool.types[t].free;
+                columns.push(Column {
+                    price: o.price,
+                    supply: dims.iter().map(|d| scaled(free, d).max(0.0)).collect(),
+                });
+            }
+        }
+        // Drop resources nothing offers (their pods have no compatible type anyway).
+        let demand: Vec<f64> = demand
+            .iter()
+            .enumerate()
+            .map(|(r, d)| {
+                if columns.iter().any(|c| c.supply[r] > 0.0) {
+                    *d
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let prices = cover(&columns, &demand)
+            .map(|c| c.resource_prices)
+            .unwrap_or_else(|| vec![0.0; dims.len()]);
+        self.resource_prices = ResourcePrices { dims, prices };
+        for c in classes.iter_mut() {
+            c.value = self.resource_prices.value(&c.request);
+        }
+    }
+
+    fn tiers(&self) -> Vec<Vec<usize>> {
+        let mut weights: Vec<i32> = self.sched.pools.iter().map(|p| p.pool.weight).collect();
+        weights.sort_by(|a, b| b.cmp(a));
+        weights.dedup();
+        weights
+            .into_iter()
+            .map(|w| {
+                (0..self.sched.pools.len())
+                    .filter(|p| self.sched.pools[*p].pool.weight == w)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Whether one more node of type `t` keeps the pool within its limits.
+    pub(crate) fn within_limits(
+        &self,
+        pool: usize,
+        t: usize,
+        reserved: Option<&Resources>,
+    ) -> bool {
+        let p = &self.sched.pools[pool];
+        if p.pool.limits.is_empty() {
+            return true;
+        }
+        let (used, nodes) = &self.limits_used[pool];
+        let capacity = reserved
+            .cloned()
+            .unwrap_or_else(|| p.instance_type(t).capacity.clone());
+        p.pool.limits.iter().all(|(name, limit)| {
+            if name == "nodes" {
+                *nodes < *limit
+            } else {
+                used.get(name) + capacity.get(name) <= *limit
+            }
+        })
+    }
+
+    fn candidates(&self, class: &Class, tiers: &[Vec<usize>]) -> Vec<(usize, usize)> {
+        for tier in tiers {
+            let mut out = Vec::new();
+            for &p in tier {
+                if let Ok(set) = &class.compat.pools[p] {
+                    out.extend(
+                        set.iter()
+                            .filter(|t| self.within_limits(p, *t, None))
+                            .map(|t| (p, t)),
+                    );
+                }
+            }
+            if !out.is_empty() {
+                return out;
+            }
+        }
+        Vec::new()
+    }
+
+    fn no_candidate_reason(&self, class: &Class) -> String {
+        if self.sched.pools.is_empty() {
+            return "no NodePools to launch nodes from, and no existing node fits".to_string();
+        }
+        let reasons: Vec<String> = self
+            .sched
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(p, pool)| match &class.compat.pools[p] {
+                Err(why) => format!("nodepool {}: {why}", pool.pool.name),
+                Ok(_) => format!(
+                    "nodepool {}: limits reached ({})",
+                    pool.pool.name,
+                    limits_text(&pool.pool.limits)
+                ),
+            })
+            .collect();
+        format!(
+            "no existing node fits and no NodePool can launch one: {}",
+            reasons.join("; ")
+        )
+    }
+
+    /// Fill a hypothetical node of type `t` in `pool`, seeded with `seed`.
+    fn fill(&self, classes: &[Class], order: &[usize], seed: usize, pool: usize, t: usize) -> Fill {
+        let p = &self.sched.pools[pool];
+        let it = p.instance_type(t);
+        let g = self.groups.len();
+        let mut fill = Fill {
+            picked: Vec::new(),
+            requirements: p.requirements.clone(),
+            used: Resources::default(),
+            counts: vec![0; g],
+            caps: vec![u32::MAX; g],
+            value: 0.0,
+            price: 0.0,
+        };
+        let mut free = p.types[t].free.clone();
+        for c in std::iter::once(seed).chain(order.iter().copied().filter(|c| *c != seed)) {
+            let class = &classes[c];
+            if class.pods.is_empty() {
+                continue;
+            }
+            let Ok(set) = &class.compat.pools[pool] else {
+                continue;
+            };
+            if !set.contains(t) {
+                continue;
+            }
+            let mut k = class
+                .request
+                .copies_within(&free)
+                .min(class.pods.len() as i64);
+            if k == 0 {
+                if c == seed {
+                    break;
+                }
+                continue;
+            }
+            k = self.node_rule_limit(
+                &class.node_rules,
+                &fill.counts,
+                &fill.caps,
+                k,
+                fill.picked.is_empty(),
+            );
+            if k == 0
+                || fill
+                    .requirements
+                    .intersects(&class.constraints.requirements)
+                    .is_err()
+            {
+                if c == seed {
+                    break;
+                }
+                continue;
+            }
+            let r = &class.constraints.requirements;
+            if r.has_key(labels::ZONE) || r.has_key(labels::CAPACITY_TYPE) {
+                let merged = fill.requirements.intersection(r);
+                if price_under(it, &merged).is_none() {
+                    if c == seed {
+                        break;
+                    }
+                    continue;
+                }
+                fill.requirements = merged;
+            } else if !r.is_empty() {
+                fill.requirements.add_all(r);
+            }
+            free.add_times(&class.request, -k);
+            fill.used.add_times(&class.request, k);
+            for m in &class.node_rules.members {
+                fill.counts[*m as usize] += k as u32;
+            }
+            for (grp, cap) in &class.node_rules.caps {
+                let slot = &mut fill.caps[*grp as usize];
+                *slot = (*slot).min(*cap);
+            }
+            fill.picked.push((c, k));
+            fill.value += k as f64 * class.value;
+            if free.pods <= 0 {
+                break;
+            }
+        }
+        fill.price = price_under(it, &fill.requirements)
+            .map(|o| o.price)
+            .unwrap_or(f64::INFINITY);
+        if fill.picked.first().is_none_or(|(c, _)| *c != seed) {
+            fill.picked.clear();
+            fill.value = 0.0;
+        }
+        fill
+    }
+
+    /// Candidates worth a full fill: the best by their own upper bound on value per dollar
+    /// and by how well they hold the seed, plus the cheapest (for small remainders).
+    fn shortlist(&self, class: &Class, cands: &[(usize, usize)]) -> Vec<(usize, usize)> {
+        const EACH: usize = 12;
+        if cands.len() <= 3 * EACH {
+            return cands.to_vec();
+        }
+        let n = class.pods.len() as i64;
+        let scored: Vec<Scored> = cands
+            .iter()
+            .map(|&(p, t)| {
+                let pool = &self.sched.pools[p];
+                let price = price_under(pool.instance_type(t), &pool.requirements)
+                    .map(|o| o.price)
+                    .unwrap_or(f64::INFINITY);
+                let free = &pool.types[t].free;
+                let bound = self.resource_prices.value(free) / price;
+                let seeds = class.request.copies_within(free).min(n) as f64;
+                ((p, t), bound, seeds * class.value / price, price)
+            })
+            .collect();
+        let mut picked: BTreeSet<(usize, usize)> = BTreeSet::new();
+        let mut by = |key: &dyn Fn(&Scored) -> f64| {
+            let mut v: Vec<&Scored> = scored.iter().collect();
+            v.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.0.cmp(&b.0)));
+            picked.extend(v.iter().take(EACH).map(|s| s.0));
+        };
+        by(&|s| s.1);
+        by(&|s| s.2);
+        by(&|s| -s.3);
+        picked.into_iter().collect()
+    }
+
+    pub(crate) fn pack(&mut self, classes: &mut [Class], order: &[usize]) {
+        let tiers = self.tiers();
+        let mut memo: HashMap<usize, Memo> = HashMap::new();
+        for &seed in order {
+            while !classes[seed].pods.is_empty() {
+                let cands = self.candidates(&classes[seed], &tiers);
+                if cands.is_empty() {
+                    let reason = self.no_candidate_reason(&classes[seed]);
+                    let pods: Vec<usize> = classes[seed].pods.drain(..).collect();
+                    self.fail(pods, &reason, false);
+                    break;
+                }
+                let self_affine = classes[seed]
+                    .node_rules
+                    .needs
+                    .iter()
+                    .any(|g| classes[seed].node_rules.members.contains(g));
+                let mut chosen: Option<(usize, usize, Fill)> = None;
+                if let Some(m) = memo.get_mut(&seed)
+                    && m.uses < 32
+                    && cands.contains(&(m.pool, m.t))
+                {
+                    let f = self.fill(classes, order, seed, m.pool, m.t);
+                    if f.seed_count() > 0 && f.efficiency() >= 0.98 * m.efficiency {
+                        m.uses += 1;
+                        chosen = Some((m.pool, m.t, f));
+                    }
+                }
+                if chosen.is_none() {
+                    let mut best: Option<(usize, usize, Fill)> = None;
+                    for (p, t) in self.shortlist(&classes[seed], &cands) {
+                        let f = self.fill(classes, order, seed, p, t);
+                        if f.seed_count() == 0 || !f.price.is_finite() {
+                            continue;
+                        }
+                        let better = match &best {
+                            None => true,
+                            Some((_, _, b)) => {
+                                if self_affine && f.seed_count() != b.seed_count() {
+                                    f.seed_count() > b.seed_count()
+                                } else {
+                                    let (fe, be) = (f.efficiency(), b.efficiency());
+                                    fe > be * (1.0 + 1e-9)
+                                        || (fe >= be * (1.0 - 1e-9) && f.value > b.value)
+                                }
+                            }
+                        };
+                        if better {
+                            best = Some((p, t, f));
+                        }
+                    }
+                    if let Some((p, t, f)) = &best {
+                        memo.insert(
+                            seed,
+                            Memo {
+                                pool: *p,
+                                t: *t,
+                                efficiency: f.efficiency(),
+                                uses: 0,
+                            },
+                        );
+                    }
+                    chosen = best;
+                }
+                let Some((p, t, fill)) = chosen else {
+                    let needs = !classes[seed].node_rules.needs.is_empty();
+                    let reason = if needs {
+                        "pod affinity on kubernetes.io/hostname: no node with a pod matching the selector has room"
+                    } else {
+                        "no node can hold it alongside the pods its hostname rules (anti-affinity, spread, host ports) count"
+                    };
+                    let pods: Vec<usize> = classes[seed].pods.drain(..).collect();
+                    self.fail(pods, reason, needs);
+                    break;
+                };
+                if !self.commit(classes, p, t, fill) {
+                    let pods: Vec<usize> = classes[seed].pods.drain(..).collect();
+                    self.fail(pods, "no set of instance types satisfies the NodePool's minValues for these pods", false);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Turn a fill into NodeClaim bins (repeated while the same packing is still available).
+    fn commit(&mut self, classes: &mut [Class], pool: usize, t: usize, fill: Fill) -> bool {
+        let p = &self.sched.pools[pool];
+        let mut set = p.types.iter().map(|_| true).collect::<Vec<bool>>();
+        for (c, _) in &fill.picked {
+            if let Ok(s) = &classes[*c].compat.pools[pool] {
+                for (i, keep) in set.iter_mut().enumerate() {
+                    *keep = *keep && s.contains(i);
+                }
+            }
+        }
+        let mut options: Vec<(f64, usize)> = set
+            .iter()
+            .enumerate()
+            .filter(|(i, keep)| {
+                **keep && fill.used.fits(&p.types[*i].free) && self.within_limits(pool, *i, None)
+            })
+            .filter_map(|(i, _)| {
+                price_under(p.instance_type(i), &fill.requirements).map(|o| (o.price, i))
+            })
+            .collect();
+        options.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then_with(|| p.instance_type(a.1).name.cmp(&p.instance_type(b.1).name))
+        });
+        if options.is_empty() {
+            options.push((fill.price, t));
+        }
+        let max = self.sched.options.max_instance_type_options.max(1);
+        let mut kept: Vec<usize> = options.iter().take(max).map(|o| o.1).collect();
+        // minValues: widen the list until every such requirement sees enough distinct values.
+        for r in fill.requirements.iter().filter(|r| r.min_values.is_some()) {
+            let need = r.min_values.unwrap_or(0);
+            let distinct = |ts: &[usize]| -> usize {
+                let vals: BTreeSet<String> = ts
+                    .iter()
+                    .filter_map(|t| p.instance_type(*t).labels.get(&r.key).cloned())
+                    .collect();
+                vals.len()
+            };
+            if distinct(&kept) < need {
+                kept = options.iter().map(|o| o.1).collect();
+                if distinct(&kept) < need {
+                    return false;
+                }
+            }
+        }
+        // A launch may fall back to any option, so in a pool with limits only options no
+        // larger than the cheapest (on every limited resource) are kept, and the cheapest's
+        // capacity is what the limits count.
+        let reserved = p.instance_type(kept[0]).capacity.clone();
+        if !p.pool.limits.is_empty() {
+            let first = kept[0];
+            kept.retain(|o| {
+                let cap = &p.instance_type(*o).capacity;
+                *o == first
+                    || p.pool
+                        .limits
+                        .keys()
+                        .all(|name| name == "nodes" || cap.get(name) <= reserved.get(name))
+            });
+        }
+        let chosen = kept[0];
+        let bin = Bin {
+            kind: BinKind::Claim {
+                pool,
+                options: Arc::new(kept),
+                chosen,
+            },
+            requirements: fill.requirements.clone(),
+            used: fill.used.clone(),
+            capacity: p.types[chosen].free.clone(),
+            counts: fill.counts.clone(),
+            caps: fill.caps.clone(),
+            pods: Vec::new(),
+        };
+        let repeatable = fill
+            .picked
+            .iter()
+            .all(|(c, _)| classes[*c].node_rules.needs.is_empty());
+        let mut first = true;
+        loop {
+            if !first {
+                let enough = fill
+                    .picked
+                    .iter()
+                    .all(|(c, k)| classes[*c].pods.len() as i64 >= *k);
+                if !repeatable || !enough || !self.within_limits(pool, chosen, Some(&reserved)) {
+                    break;
+                }
+            }
+            first = false;
+            let mut b = bin.clone();
+            for (c, k) in &fill.picked {
+                let class = &mut classes[*c];
+                for _ in 0..*k {
+                    if let Some(pod) = class.pods.pop() {
+                        b.pods.push(pod);
+                    }
+                }
+                for m in &class.node_rules.members {
+                    self.global_counts[*m as usize] += *k;
+                }
+            }
+            let (used, nodes) = &mut self.limits_used[pool];
+            used.add(&reserved);
+            *nodes += 1;
+            self.bins.push(b);
+        }
+        true
+    }
+}
+
+fn limits_text(limits: &std::collections::BTreeMap<String, i64>) -> String {
+    limits
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

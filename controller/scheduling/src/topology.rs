@@ -1,0 +1,276 @@
+//! Zone-level topology: spread constraints, pod affinity and anti-affinity on any key but
+//! the hostname (zone, capacity type, or a NodePool-defined label) are decided before
+//! packing by pinning each pod to a domain (`key In [value]`). Pinning one pod at a time
+//! against running per-domain counts keeps every spread within maxSkew and every
+//! (anti-)affinity satisfied, and leaves the packer a plain requirement to honour.
+//!
+//! Pods that merely match a tracked selector are pinned too (balanced), so later packing
+//! cannot skew the counts the constrained pods were checked against.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use karpctl_cloud::labels;
+
+use crate::classes::DomainRule;
+use crate::requirements::Requirement;
+use crate::scheduler::{Class, Solve};
+use crate::taints::first_untolerated;
+
+impl Solve<'_> {
+    pub(crate) fn pin_domains(&mut self, classes: Vec<Class>) -> Vec<Class> {
+        let mut out = Vec::new();
+        let mut todo = Vec::new();
+        for c in classes {
+            let member_keys: Vec<(u32, String)> = self
+                .tracked
+                .iter()
+                .filter(|(g, _)| c.node_rules.members.contains(g))
+                .cloned()
+                .collect();
+            if c.domain_rules.is_empty() && member_keys.is_empty() {
+                out.push(c);
+            } else {
+                todo.push((c, member_keys));
+            }
+        }
+        todo.sort_by_key(|(c, _)| !c.domain_rules.is_empty());
+        for (c, member_keys) in todo {
+            out.extend(self.pin_class(c, &member_keys));
+        }
+        out
+    }
+
+    fn count(&self, group: u32, key: &str, value: &str) -> i64 {
+        self.domain_counts
+            .get(&(group, key.to_string()))
+            .and_then(|m| m.get(value))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn pin_class(&mut self, class: Class, member_keys: &[(u32, String)]) -> Vec<Class> {
+        let mut keys: Vec<String> = class
+            .domain_rules
+            .iter()
+            .map(|r| r.key().to_string())
+            .collect();
+        keys.extend(member_keys.iter().map(|(_, k)| k.clone()));
+        keys.sort();
+        keys.dedup();
+        let domains: BTreeMap<String, BTreeSet<String>> = keys
+            .iter()
+            .map(|k| (k.clone(), self.domains(&class, k)))
+            .collect();
+        let mut subclasses: BTreeMap<Vec<(String, String)>, Vec<usize>> = BTreeMap::new();
+        for &pod in class.pods.iter().rev() {
+            let mut pins = Vec::new();
+            let mut failed: Option<(String, bool)> = None;
+            for key in &keys {
+                let eligible = &domains[key];
+                let mut candidates: Vec<String> = eligible.iter().cloned().collect();
+                let mut prefer = None;
+                for rule in class.domain_rules.iter().filter(|r| r.key() == key) {
+                    match rule {
+                        DomainRule::Spread {
+                            group,
+                            max_skew,
+                            min_domains,
+                            ..
+                        } => {
+                            let member = i64::from(class.node_rules.members.contains(group));
+                            let min = if (eligible.len() as u32) < min_domains.unwrap_or(1) {
+                                0
+                            } else {
+                                eligible
+                                    .iter()
+                                    .map(|v| self.count(*group, key, v))
+                                    .min()
+                                    .unwrap_or(0)
+                            };
+                            candidates.retain(|v| {
+                                self.count(*group, key, v) + member - min <= *max_skew as i64
+                            });
+                            prefer.get_or_insert(*group);
+                            if candidates.is_empty() {
+                                let counts: Vec<String> = eligible
+                                    .iter()
+                                    .map(|v| format!("{v}={}", self.count(*group, key, v)))
+                                    .collect();
+                                failed = Some((
+                                    format!(
+                                        "topology spread on {key}: every eligible domain would exceed maxSkew {max_skew} (matching pods: {})",
+                                        if counts.is_empty() {
+                                            "no domains".to_string()
+                                        } else {
+                                            counts.join(", ")
+                                        }
+                                    ),
+                                    false,
+                                ));
+                            }
+                        }
+                        DomainRule::Affinity { group, .. } => {
+                            let present: Vec<String> = candidates
+                                .iter()
+                                .filter(|v| self.count(*group, key, v) > 0)
+                                .cloned()
+                                .collect();
+                            let anywhere: i64 = self
+                                .domain_counts
+                                .get(&(*group, key.clone()))
+                                .map(|m| m.values().sum())
+                                .unwrap_or(0);
+                            if present.is_empty() {
+                                if !(class.node_rules.members.contains(group) && anywhere == 0) {
+                                    failed = Some((
+                                        format!(
+                                            "pod affinity on {key}: no eligible domain has a pod matching the selector"
+                                        ),
+                                        true,
+                                    ));
+                                }
+                            } else {
+                                candidates = present;
+                            }
+                            prefer.get_or_insert(*group);
+                        }
+                        DomainRule::AntiAffinity { group, .. } => {
+                            candidates.retain(|v| self.count(*group, key, v) == 0);
+                            if candidates.is_empty() {
+                                failed = Some((
+                                    format!(
+                                        "pod anti-affinity on {key}: every eligible domain already has a matching pod"
+                                    ),
+                                    false,
+                                ));
+                            }
+                        }
+                    }
+                    if failed.is_some() {
+                        break;
+                    }
+                }
+                if failed.is_some() {
+                    break;
+                }
+                if candidates.is_empty() {
+                    failed = Some((format!("no eligible {key} domain for this pod"), false));
+                    break;
+                }
+                let prefer =
+                    prefer.or_else(|| member_keys.iter().find(|(_, k)| k == key).map(|(g, _)| *g));
+                let chosen = match prefer {
+                    Some(g) => candidates
+                        .iter()
+                        .min_by_key(|v| self.count(g, key, v))
+                        .cloned()
+                        .expect("non-empty"),
+                    None => candidates[0].clone(),
+                };
+                pins.push((key.clone(), chosen));
+            }
+            if let Some((reason, retry)) = failed {
+                self.fail([pod], &reason, retry);
+                continue;
+            }
+            for (key, value) in &pins {
+                let groups: Vec<u32> = self
+                    .tracked
+                    .iter()
+                    .filter(|(g, k)| k == key && class.node_rules.members.contains(g))
+                    .map(|(g, _)| *g)
+                    .collect();
+                for g in groups {
+                    *self
+                        .domain_counts
+                        .entry((g, key.clone()))
+                        .or_default()
+                        .entry(value.clone())
+                        .or_default() += 1;
+                }
+            }
+            subclasses.entry(pins).or_default().push(pod);
+        }
+        let mut out = Vec::new();
+        for (pins, mut pods) in subclasses {
+            let mut constraints = class.constraints.clone();
+            for (k, v) in &pins {
+                constraints.requirements.add(Requirement::exactly(k, v));
+            }
+            let compat = self.class_compat(&constraints, &class.request);
+            pods.reverse();
+            out.push(Class {
+                pods,
+                constraints,
+                request: class.request.clone(),
+                node_rules: class.node_rules.clone(),
+                domain_rules: Vec::new(),
+                compat,
+                value: 0.0,
+                key: format!("{}\u{1}{pins:?}", class.key),
+            });
+        }
+        out
+    }
+
+    /// The values of `key` a pod of this class could end up in: existing compatible nodes'
+    /// labels, and what compatible NodePools and their instance types could launch.
+    fn domains(&self, class: &Class, key: &str) -> BTreeSet<String> {
+        let c = &class.constraints;
+        let mut out = BTreeSet::new();
+        for n in &self.sched.nodes {
+            let Some(v) = n.labels.get(key) else { continue };
+            let tolerated =
+                first_untolerated(&n.taints, &c.tolerations, c.prefer_no_schedule_tolerated)
+                    .is_none();
+            let matches = c.requirements.iter().filter(|r| r.key != key).all(|r| {
+                match n.labels.get(&r.key) {
+                    Some(v) => r.has(v),
+                    None => r.allows_absent(),
+                }
+            });
+            if tolerated && matches {
+                out.insert(v.clone());
+            }
+        }
+        for (p, pool) in self.sched.pools.iter().enumerate() {
+            let Ok(set) = &class.compat.pools[p] else {
+                continue;
+            };
+            let combined = pool.requirements.intersection(&c.requirements);
+            match key {
+                labels::ZONE | labels::CAPACITY_TYPE => {
+                    for t in set.iter() {
+                        for o in &pool.instance_type(t).offerings {
+                            if !o.available {
+                                continue;
+                            }
+                            if key == labels::ZONE
+                                && combined.allows(labels::CAPACITY_TYPE, o.capacity_type.as_str())
+                            {
+                                out.insert(o.zone.clone());
+                            }
+                            if key == labels::CAPACITY_TYPE
+                                && combined.allows(labels::ZONE, &o.zone)
+                            {
+                                out.insert(o.capacity_type.as_str().to_string());
+                            }
+                        }
+                    }
+                }
+                _ => match combined.get(key).filter(|r| !r.is_complement()) {
+                    Some(r) => out.extend(r.values().map(str::to_string)),
+                    None => {
+                        for t in set.iter() {
+                            if let Some(v) = pool.instance_type(t).labels.get(key) {
+                                out.insert(v.clone());
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        out.retain(|v| c.requirements.allows(key, v));
+        out
+    }
+}
