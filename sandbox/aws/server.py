@@ -1,0 +1,296 @@
+"""The sandbox's AWS endpoint: moto's server in-process, with the gaps filled in front of it.
+
+One HTTP endpoint on 127.0.0.1 answers every AWS service, as moto's server does; product
+code reaches it through the SDK's standard `AWS_ENDPOINT_URL`. In front of moto sit:
+- EKS access entries, access policies, Pod Identity associations, add-ons and the
+  cluster's `accessConfig` (eks_gaps.py); the Pricing API (pricing.py);
+- `/_sandbox/...` control routes for tests: the log of calls made (so a test can count
+  mutating calls), one-shot fault injection (errors and throttling in each protocol's real
+  wire format), and readiness.
+After it starts serving, it seeds an EKS-shaped account (seed.py) through its own API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qs, unquote
+
+# moto reads this at import time; without it AWS managed policies do not exist.
+os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+
+from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eks_gaps import EksGaps  # noqa: E402
+from pricing import Pricing, PricingError  # noqa: E402
+
+ACCOUNT_ID = "123456789012"
+# Query-protocol services answer errors in XML; the rest in JSON.
+QUERY_PROTOCOL = {"ec2", "iam", "sts", "autoscaling", "sns", "elasticloadbalancing", "cloudformation", "rds"}
+READ_PREFIXES = ("Describe", "Get", "List", "Head", "Search", "Lookup")
+AUTH_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
+EKS_REST_OPERATIONS = [
+    ("GET", r"^/clusters$", "ListClusters"),
+    ("POST", r"^/clusters$", "CreateCluster"),
+    ("GET", r"^/clusters/[^/]+$", "DescribeCluster"),
+    ("DELETE", r"^/clusters/[^/]+$", "DeleteCluster"),
+    ("POST", r"^/clusters/[^/]+/update-config$", "UpdateClusterConfig"),
+    ("GET", r"^/clusters/[^/]+/node-groups$", "ListNodegroups"),
+    ("POST", r"^/clusters/[^/]+/node-groups$", "CreateNodegroup"),
+    ("GET", r"^/clusters/[^/]+/node-groups/[^/]+$", "DescribeNodegroup"),
+    ("DELETE", r"^/clusters/[^/]+/node-groups/[^/]+$", "DeleteNodegroup"),
+    ("GET", r"^/access-policies$", "ListAccessPolicies"),
+    ("GET", r"^/addons/supported-versions$", "DescribeAddonVersions"),
+    ("POST", r"^/clusters/[^/]+/access-entries$", "CreateAccessEntry"),
+    ("GET", r"^/clusters/[^/]+/access-entries$", "ListAccessEntries"),
+    ("GET", r"^/clusters/[^/]+/access-entries/[^/]+$", "DescribeAccessEntry"),
+    ("POST", r"^/clusters/[^/]+/access-entries/[^/]+$", "UpdateAccessEntry"),
+    ("DELETE", r"^/clusters/[^/]+/access-entries/[^/]+$", "DeleteAccessEntry"),
+    ("POST", r"^/clusters/[^/]+/access-entries/[^/]+/access-policies$", "AssociateAccessPolicy"),
+    ("GET", r"^/clusters/[^/]+/access-entries/[^/]+/access-policies$", "ListAssociatedAccessPolicies"),
+    ("DELETE", r"^/clusters/[^/]+/access-entries/[^/]+/access-policies/.+$", "DisassociateAccessPolicy"),
+    ("POST", r"^/clusters/[^/]+/pod-identity-associations$", "CreatePodIdentityAssociation"),
+    ("GET", r"^/clusters/[^/]+/pod-identity-associations$", "ListPodIdentityAssociations"),
+    ("GET", r"^/clusters/[^/]+/pod-identity-associations/[^/]+$", "DescribePodIdentityAssociation"),
+    ("POST", r"^/clusters/[^/]+/pod-identity-associations/[^/]+$", "UpdatePodIdentityAssociation"),
+    ("DELETE", r"^/clusters/[^/]+/pod-identity-associations/[^/]+$", "DeletePodIdentityAssociation"),
+    ("POST", r"^/clusters/[^/]+/addons$", "CreateAddon"),
+    ("GET", r"^/clusters/[^/]+/addons$", "ListAddons"),
+    ("GET", r"^/clusters/[^/]+/addons/[^/]+$", "DescribeAddon"),
+    ("POST", r"^/clusters/[^/]+/addons/[^/]+/update$", "UpdateAddon"),
+    ("DELETE", r"^/clusters/[^/]+/addons/[^/]+$", "DeleteAddon"),
+    ("POST", r"^/tags/.+$", "TagResource"),
+    ("DELETE", r"^/tags/.+$", "UntagResource"),
+    ("GET", r"^/tags/.+$", "ListTagsForResource"),
+]
+
+
+def operation_name(service: str, method: str, path: str, target: str, form: dict[str, list[str]]) -> str:
+    if target:
+        return target.rsplit(".", 1)[-1]
+    if "Action" in form:
+        return form["Action"][0]
+    if service == "eks":
+        for m, pattern, name in EKS_REST_OPERATIONS:
+            if m == method and re.match(pattern, path):
+                return name
+    return f"{method} {path}"
+
+
+def is_mutating(operation: str) -> bool:
+    return not operation.startswith(READ_PREFIXES) and not operation.startswith(("GET ", "HEAD "))
+
+
+class Fault:
+    """One injected failure: the next `count` calls of service:operation answer this error."""
+
+    def __init__(self, spec: dict[str, Any]):
+        self.service = spec["service"]
+        self.operation = spec["operation"]
+        self.code = spec.get("code", "InternalError")
+        self.message = spec.get("message", "injected by the karpctl sandbox")
+        self.status = int(spec.get("status", 500))
+        self.count = int(spec.get("count", 1))
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        if self.service == "ec2":
+            body = (
+                f"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{self.code}</Code>"
+                f"<Message>{self.message}</Message></Error></Errors><RequestID>sandbox-fault</RequestID></Response>"
+            )
+            return self.status, {"Content-Type": "text/xml"}, body.encode()
+        if self.service in QUERY_PROTOCOL:
+            body = (
+                f"<ErrorResponse><Error><Type>Sender</Type><Code>{self.code}</Code><Message>{self.message}</Message>"
+                f"</Error><RequestId>sandbox-fault</RequestId></ErrorResponse>"
+            )
+            return self.status, {"Content-Type": "text/xml"}, body.encode()
+        headers = {"Content-Type": "application/json", "x-amzn-ErrorType": self.code}
+        return self.status, headers, json.dumps({"__type": self.code, "message": self.message}).encode()
+
+
+class SandboxAws:
+    """The WSGI app: control routes, injected faults, gap shims, then moto."""
+
+    def __init__(self, moto_app: Callable, eks: EksGaps, pricing: Pricing):
+        self.moto_app = moto_app
+        self.eks = eks
+        self.pricing = pricing
+        self.lock = threading.Lock()
+        self.calls: list[dict[str, Any]] = []
+        self.faults: list[Fault] = []
+        self.ready = False
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
+        method = environ["REQUEST_METHOD"]
+        # Route on the raw path: PATH_INFO is percent-decoded, and EKS puts ARNs (with their
+        # `/`) into path segments as %2F.
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+        path = raw.split("?", 1)[0]
+        query = environ.get("QUERY_STRING", "")
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+
+        if path.startswith("/_sandbox/"):
+            return self.control(method, path, body, start_response)
+
+        scope = AUTH_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+        region, service = (scope.group(1), scope.group(2)) if scope else ("us-east-1", "unknown")
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        form = parse_qs(body.decode("utf-8", "replace")) if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded") else {}
+        if not form and query and "Action=" in query:
+            form = parse_qs(query)
+        operation = operation_name(service, method, path, target, form)
+
+        answer = self.injected_fault(service, operation)
+        if answer is None:
+            answer = self.gap(service, region, method, path, query, body, operation)
+        if answer is not None:
+            status, headers, payload = answer
+            self.record(service, operation, region, status)
+            start_response(f"{status} {'OK' if status < 400 else 'Error'}", list(headers.items()))
+            return [payload]
+
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        chunks = b"".join(self.moto_app(environ, capture))
+        status_code = int(captured["status"].split()[0])
+        headers = captured["headers"]
+        if service == "eks" and operation == "DescribeCluster" and status_code == 200:
+            chunks = self.with_access_config(region, chunks)
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(chunks)))]
+        self.record(service, operation, region, status_code)
+        start_response(captured["status"], headers)
+        return [chunks]
+
+    def record(self, service: str, operation: str, region: str, status: int) -> None:
+        with self.lock:
+            self.calls.append({"service": service, "operation": operation, "region": region, "status": status, "mutating": is_mutating(operation), "time": time.time()})
+
+    def injected_fault(self, service: str, operation: str) -> tuple[int, dict[str, str], bytes] | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.service == service and fault.operation == operation and fault.count > 0:
+                    fault.count -= 1
+                    if fault.count == 0:
+                        self.faults.remove(fault)
+                    return fault.response()
+        return None
+
+    def gap(self, service: str, region: str, method: str, path: str, query: str, body: bytes, operation: str):
+        if service == "eks":
+            if operation == "UpdateClusterConfig":
+                payload = json.loads(body or b"{}")
+                if "accessConfig" in payload:
+                    return self.update_access_config(region, unquote(path.split("/")[2]), payload["accessConfig"])
+            status, headers, payload = self.eks.handle(region, method, path, query, body)
+            if status:
+                return status, headers, payload
+        if service == "pricing":
+            try:
+                result = self.pricing.handle(operation, json.loads(body or b"{}"))
+                return 200, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(result).encode()
+            except PricingError as e:
+                return 400, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps({"__type": e.error_type, "message": e.message}).encode()
+        return None
+
+    def with_access_config(self, region: str, payload: bytes) -> bytes:
+        doc = json.loads(payload)
+        cluster = doc.get("cluster", {})
+        cluster["accessConfig"] = {
+            "authenticationMode": self.eks.auth_mode(region, cluster.get("name", "")),
+            "bootstrapClusterCreatorAdminPermissions": True,
+        }
+        return json.dumps(doc).encode()
+
+    def update_access_config(self, region: str, cluster: str, access: dict[str, Any]):
+        order = ["CONFIG_MAP", "API_AND_CONFIG_MAP", "API"]
+        current = self.eks.auth_mode(region, cluster)
+        wanted = access.get("authenticationMode", current)
+        if wanted not in order:
+            return 400, {"x-amzn-ErrorType": "InvalidParameterException"}, json.dumps({"message": f"Unsupported authenticationMode {wanted}"}).encode()
+        if order.index(wanted) < order.index(current):
+            return 400, {"x-amzn-ErrorType": "InvalidRequestException"}, json.dumps({"message": f"Unsupported authentication mode update from {current} to {wanted}"}).encode()
+        self.eks.set_auth_mode(region, cluster, wanted)
+        update = {"id": os.urandom(16).hex(), "status": "Successful", "type": "AccessConfigUpdate", "params": [{"type": "AuthenticationMode", "value": wanted}], "createdAt": time.time(), "errors": []}
+        return 200, {"Content-Type": "application/json"}, json.dumps({"update": update}).encode()
+
+    def control(self, method: str, path: str, body: bytes, start_response: Callable):
+        def reply(status: int, doc: Any):
+            start_response(f"{status} OK", [("Content-Type", "application/json")])
+            return [json.dumps(doc).encode()]
+
+        if path == "/_sandbox/health":
+            return reply(200 if self.ready else 503, {"ready": self.ready})
+        if path == "/_sandbox/calls":
+            with self.lock:
+                if method == "DELETE":
+                    self.calls.clear()
+                    return reply(200, {"calls": []})
+                return reply(200, {"calls": list(self.calls)})
+        if path == "/_sandbox/faults":
+            with self.lock:
+                if method == "POST":
+                    self.faults.append(Fault(json.loads(body)))
+                elif method == "DELETE":
+                    self.faults.clear()
+                return reply(200, {"faults": [vars(f) for f in self.faults]})
+        return reply(404, {"error": f"no control route {path}"})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--seed", type=Path, required=True, help="JSON: the EKS-shaped account to create")
+    parser.add_argument("--data", type=Path, required=True, help="directory with instance-types.json and prices")
+    args = parser.parse_args()
+    seed_config = json.loads(args.seed.read_text())
+
+    from moto.backends import get_backend
+
+    def cluster_exists(region: str, name: str) -> bool:
+        return name in get_backend("eks")[ACCOUNT_ID][region].clusters
+
+    eks = EksGaps(ACCOUNT_ID, cluster_exists, seed_config.get("auth_mode", "API_AND_CONFIG_MAP"))
+    pricing = Pricing(args.data / "ondemand-prices-us-east-1.json", args.data / "instance-types.json")
+    app = SandboxAws(DomainDispatcherApplication(create_backend_app), eks, pricing)
+    server = make_server("127.0.0.1", args.port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    import seed
+
+    try:
+        summary = seed.seed_account(f"http://127.0.0.1:{args.port}", seed_config, args.data)
+    except Exception as e:  # a failed seed must fail `up`, loudly
+        print(f"seeding the sandbox account failed: {e!r}", file=sys.stderr, flush=True)
+        server.shutdown()
+        return 1
+    with app.lock:
+        app.calls.clear()
+    app.ready = True
+    print(json.dumps({"ready": True, **summary}), flush=True)
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

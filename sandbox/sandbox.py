@@ -1,0 +1,586 @@
+"""The local EKS-shaped sandbox: one entry point to build, start, inspect and stop it.
+
+`up` starts, on 127.0.0.1 only: etcd, kube-apiserver (RBAC on, service-account signing),
+kube-controller-manager, kube-scheduler, kwok (standing in for kubelets), the AWS endpoint
+(moto plus the EKS/Pricing gaps, seeded as an EKS account) and the node registrar; then it
+lays down the kube-system objects EKS and eksctl leave behind. Binaries are built once into
+a cache outside the clone, keyed by version; all runtime state lives in one directory.
+`down` stops exactly the processes `up` recorded (PID and start time), nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+SANDBOX = ROOT / "sandbox"
+KUBE_VERSION = "v1.37.2"
+KWOK_VERSION = "v0.8.0"
+CACHE = Path(os.environ.get("KARPCTL_SANDBOX_CACHE", Path.home() / ".cache" / "karpctl-sandbox"))
+STATE = Path(os.environ.get("KARPCTL_SANDBOX_DIR", ROOT / ".sandbox"))
+PORT_BASE = int(os.environ.get("KARPCTL_SANDBOX_PORT_BASE", "18400"))
+CLUSTER = os.environ.get("KARPCTL_SANDBOX_CLUSTER", "sandbox")
+REGION = os.environ.get("KARPCTL_SANDBOX_REGION", "us-west-2")
+ACCOUNT_ID = "123456789012"
+SERVICE_CIDR = "10.100.0.0/16"
+DNS_IP = "10.100.0.10"
+# Real EKS issuers look like this; nothing ever fetches it, it only names the token issuer.
+OIDC_ISSUER = f"https://oidc.eks.{REGION}.amazonaws.com/id/5A3C1F0E9B7D4E21A8C6F0B2D4E6A8C0"
+
+PORTS = {"aws": 0, "apiserver": 1, "etcd": 2, "etcd-peer": 3, "scheduler": 4, "controller-manager": 5, "kwok": 6}
+# Start order; `down` stops in reverse.
+COMPONENTS = ["etcd", "apiserver", "controller-manager", "scheduler", "kwok", "aws", "registrar"]
+
+
+class SandboxError(Exception):
+    """One line saying what failed and how to fix it."""
+
+
+def port(name: str) -> int:
+    return PORT_BASE + PORTS[name]
+
+
+def say(message: str) -> None:
+    print(f"sandbox: {message}", file=sys.stderr, flush=True)
+
+
+# Building the binaries ---------------------------------------------------------------------
+
+
+def kube_bin() -> Path:
+    return CACHE / f"kube-{KUBE_VERSION}"
+
+
+def kwok_bin() -> Path:
+    return CACHE / f"kwok-{KWOK_VERSION}" / "kwok"
+
+
+def go_build(what: str, args: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
+    if shutil.which("go") is None:
+        raise SandboxError("`go` is not on PATH: install Go 1.26 or newer (https://go.dev/dl) and retry")
+    say(f"building {what} (first time only; about 5 minutes on 2 cores) -> {log}")
+    started = time.time()
+    with log.open("w") as out:
+        result = subprocess.run(args, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
+        raise SandboxError(f"building {what} failed: {tail[0]} (full log: {log})")
+    say(f"built {what} in {time.time() - started:.0f}s")
+
+
+def ensure_binaries() -> None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    target = kube_bin()
+    wanted = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]
+    if not all((target / b).exists() for b in wanted):
+        tmp = CACHE / f"kube-{KUBE_VERSION}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        go_build(
+            f"Kubernetes {KUBE_VERSION} control plane and etcd",
+            ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp) + "/",
+             "k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-scheduler",
+             "k8s.io/kubernetes/cmd/kube-controller-manager", "k8s.io/kubernetes/cmd/kubectl",
+             "go.etcd.io/etcd/server/v3"],
+            SANDBOX / "kube", {"GOFLAGS": "-mod=mod"}, CACHE / "build-kube.log",
+        )
+        (tmp / "server").rename(tmp / "etcd")  # etcd's main package is the module root
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    if not kwok_bin().exists():
+        go_build(
+            f"kwok {KWOK_VERSION}",
+            ["go", "install", "-trimpath", "-ldflags=-s -w", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
+            CACHE, {"GOBIN": str(kwok_bin().parent), "GOFLAGS": ""}, CACHE / "build-kwok.log",
+        )
+
+
+# PKI and kubeconfigs -----------------------------------------------------------------------
+
+
+def make_pki(pki: Path) -> None:
+    """A cluster CA, the apiserver's serving cert, client certs per identity, the SA key."""
+    if (pki / "ca.crt").exists():
+        return
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    import ipaddress
+
+    pki.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def key_pem(key) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+    def write(name: str, data: bytes) -> None:
+        (pki / name).write_bytes(data)
+        os.chmod(pki / name, 0o600)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    write("ca.crt", ca.public_bytes(serialization.Encoding.PEM))
+    write("ca.key", key_pem(ca_key))
+
+    def issue(name: str, cn: str, orgs: list[str], server: bool) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs] + [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        builder = (
+            x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            # Strict verifiers (urllib3 2, rustls) want the key identifiers and key usage.
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.KeyUsage(True, False, server, False, False, False, False, False, False), critical=True)
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([
+                    x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
+                    x509.DNSName("kubernetes.default.svc"), x509.DNSName("kubernetes.default.svc.cluster.local"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("10.100.0.1")),
+                ]),
+                critical=False,
+            )
+        cert = builder.sign(ca_key, hashes.SHA256())
+        write(f"{name}.crt", cert.public_bytes(serialization.Encoding.PEM))
+        write(f"{name}.key", key_pem(key))
+
+    issue("apiserver", "kube-apiserver", [], server=True)
+    issue("admin", "kubernetes-admin", ["system:masters"], server=False)
+    issue("scheduler", "system:kube-scheduler", [], server=False)
+    issue("controller-manager", "system:kube-controller-manager", [], server=False)
+    issue("kwok", "kwok", ["system:masters"], server=False)
+    issue("registrar", "karpctl-sandbox-registrar", ["system:masters"], server=False)
+    sa_key = ec.generate_private_key(ec.SECP256R1())
+    write("sa.key", key_pem(sa_key))
+    write("sa.pub", sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def write_kubeconfig(path: Path, user: str, pki: Path) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": CLUSTER, "cluster": {"server": f"https://127.0.0.1:{port('apiserver')}", "certificate-authority": str(pki / "ca.crt")}}],
+        "users": [{"name": user, "user": {"client-certificate": str(pki / f"{user}.crt"), "client-key": str(pki / f"{user}.key")}}],
+        "contexts": [{"name": f"{user}@{CLUSTER}", "context": {"cluster": CLUSTER, "user": user, "namespace": "default"}}],
+        "current-context": f"{user}@{CLUSTER}",
+    }
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML; every client reads it
+    os.chmod(path, 0o600)
+
+
+# Processes ---------------------------------------------------------------------------------
+
+
+def proc_start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return None
+
+
+def record_path(name: str) -> Path:
+    return STATE / "pids" / f"{name}.json"
+
+
+def recorded(name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(record_path(name).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def alive(name: str) -> bool:
+    rec = recorded(name)
+    return bool(rec) and proc_start_time(rec["pid"]) == rec["start_time"]
+
+
+def start(name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+    log = STATE / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    record_path(name).parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **(env or {})})
+    for _ in range(50):
+        st = proc_start_time(proc.pid)
+        if st:
+            break
+        time.sleep(0.01)
+    record_path(name).write_text(json.dumps({"pid": proc.pid, "start_time": st, "args": args, "log": str(log)}))
+
+
+def stop(name: str) -> bool:
+    rec = recorded(name)
+    if rec is None:
+        return False
+    stopped = False
+    if proc_start_time(rec["pid"]) == rec["start_time"]:
+        try:
+            os.killpg(rec["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        for _ in range(100):
+            if proc_start_time(rec["pid"]) != rec["start_time"]:
+                break
+            time.sleep(0.05)
+        else:
+            try:
+                os.killpg(rec["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        stopped = True
+    record_path(name).unlink(missing_ok=True)
+    return stopped
+
+
+def log_tail(name: str, lines: int = 3) -> str:
+    try:
+        text = (STATE / "logs" / f"{name}.log").read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return " | ".join(text[-lines:])
+
+
+def wait_for(what: str, name: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not alive(name):
+            raise SandboxError(f"{what} exited while starting: {log_tail(name)} (log: {STATE / 'logs' / (name + '.log')})")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise SandboxError(f"{what} did not become ready within {timeout:.0f}s: {log_tail(name)} (log: {STATE / 'logs' / (name + '.log')})")
+
+
+def https_ok(url: str, pki: Path) -> bool:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    with urllib.request.urlopen(url, context=ctx, timeout=2) as r:
+        return r.status == 200
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return r.status == 200
+
+
+def port_free(p: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", p))
+            return True
+        except OSError:
+            return False
+
+
+# Commands ----------------------------------------------------------------------------------
+
+
+def kubectl(*args: str, input_text: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KUBECONFIG": str(STATE / "kubeconfig")}
+    result = subprocess.run([str(kube_bin() / "kubectl"), *args], input=input_text, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise SandboxError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result
+
+
+def env_vars() -> dict[str, str]:
+    return {
+        "KUBECONFIG": str(STATE / "kubeconfig"),
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port('aws')}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "KARPCTL_SANDBOX_CLUSTER": CLUSTER,
+        "KARPCTL_SANDBOX_DIR": str(STATE),
+        "KARPCTL_SANDBOX_BIN": str(kube_bin()),
+    }
+
+
+def render(template: Path, values: dict[str, str]) -> str:
+    return string.Template(template.read_text()).substitute(values)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    states = {c: alive(c) for c in COMPONENTS}
+    if all(states.values()):
+        say(f"already up (cluster {CLUSTER!r}, apiserver https://127.0.0.1:{port('apiserver')}, AWS http://127.0.0.1:{port('aws')}); nothing to do")
+        return 0
+    if any(states.values()):
+        say("found a partly running sandbox (" + ", ".join(c for c, up in states.items() if not up) + " not running): stopping it and starting afresh")
+        stop_all()
+    started_at = time.time()
+    ensure_binaries()
+    busy = [f"{n} ({port(n)})" for n in PORTS if not port_free(port(n))]
+    if busy:
+        raise SandboxError(f"ports in use on 127.0.0.1: {', '.join(busy)}; stop whatever holds them or set KARPCTL_SANDBOX_PORT_BASE to another base (now {PORT_BASE})")
+    # A fresh cluster every `up`: old etcd data would not match the freshly seeded AWS account.
+    for stale in ("etcd-data", "logs", "pids"):
+        shutil.rmtree(STATE / stale, ignore_errors=True)
+    STATE.mkdir(parents=True, exist_ok=True)
+    pki = STATE / "pki"
+    make_pki(pki)
+    for user in ("admin", "scheduler", "controller-manager", "kwok"):
+        write_kubeconfig(STATE / ("kubeconfig" if user == "admin" else f"{user}.kubeconfig"), user, pki)
+    (STATE / "registrar.json").write_text(json.dumps({"boot_delay_seconds": args.boot_delay, "never_join": {"instances": [], "tags": {}}}, indent=2))
+    try:
+        start_components(args, pki)
+    except BaseException:
+        say("start failed; stopping what was started")
+        stop_all()
+        raise
+    (STATE / "env").write_text("".join(f"export {k}={v}\n" for k, v in env_vars().items()))
+    say(f"up in {time.time() - started_at:.0f}s: cluster {CLUSTER!r} in {REGION}; `sandbox/sandbox env` prints the variables to use it")
+    return 0
+
+
+def start_components(args: argparse.Namespace, pki: Path) -> None:
+    b = kube_bin()
+    api = f"https://127.0.0.1:{port('apiserver')}"
+    say("starting etcd")
+    start("etcd", [str(b / "etcd"), "--name=sandbox", f"--data-dir={STATE / 'etcd-data'}",
+                   f"--listen-client-urls=http://127.0.0.1:{port('etcd')}", f"--advertise-client-urls=http://127.0.0.1:{port('etcd')}",
+                   f"--listen-peer-urls=http://127.0.0.1:{port('etcd-peer')}", f"--initial-advertise-peer-urls=http://127.0.0.1:{port('etcd-peer')}",
+                   f"--initial-cluster=sandbox=http://127.0.0.1:{port('etcd-peer')}", "--unsafe-no-fsync=true", "--log-level=warn"])
+    wait_for("etcd", "etcd", lambda: http_ok(f"http://127.0.0.1:{port('etcd')}/health"), 30)
+
+    say("starting kube-apiserver")
+    start("apiserver", [str(b / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{port('etcd')}",
+                        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port('apiserver')}",
+                        "--endpoint-reconciler-type=none", "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+                        f"--client-ca-file={pki / 'ca.crt'}", f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+                        f"--service-account-issuer={OIDC_ISSUER}", f"--service-account-key-file={pki / 'sa.pub'}",
+                        f"--service-account-signing-key-file={pki / 'sa.key'}", "--api-audiences=https://kubernetes.default.svc,sts.amazonaws.com",
+                        f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true", "--profiling=false", "--v=1"])
+    wait_for("kube-apiserver", "apiserver", lambda: https_ok(f"{api}/readyz", pki), 90)
+
+    say("starting kube-controller-manager, kube-scheduler and kwok")
+    start("controller-manager", [str(b / "kube-controller-manager"), f"--kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+                                 f"--authentication-kubeconfig={STATE / 'controller-manager.kubeconfig'}", f"--authorization-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+                                 "--bind-address=127.0.0.1", f"--secure-port={port('controller-manager')}", "--leader-elect=false",
+                                 f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
+                                 "--use-service-account-credentials=true", f"--cluster-name={CLUSTER}", "--controllers=*", "--v=1"])
+    start("scheduler", [str(b / "kube-scheduler"), f"--kubeconfig={STATE / 'scheduler.kubeconfig'}",
+                        f"--authentication-kubeconfig={STATE / 'scheduler.kubeconfig'}", f"--authorization-kubeconfig={STATE / 'scheduler.kubeconfig'}",
+                        "--bind-address=127.0.0.1", f"--secure-port={port('scheduler')}", "--leader-elect=false", "--v=1"])
+    start("kwok", [str(kwok_bin()), f"--kubeconfig={STATE / 'kwok.kubeconfig'}", "--manage-all-nodes=true",
+                   f"--server-address=127.0.0.1:{port('kwok')}", "--cidr=10.0.128.0/17", "--node-lease-duration-seconds=40",
+                   f"--config={SANDBOX / 'kwok' / 'stages.yaml'}"])
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+
+    def healthz(p: int) -> bool:
+        with urllib.request.urlopen(f"https://127.0.0.1:{p}/healthz", context=insecure, timeout=2) as r:
+            return r.status == 200
+
+    wait_for("kube-controller-manager", "controller-manager", lambda: healthz(port("controller-manager")), 60)
+    wait_for("kube-scheduler", "scheduler", lambda: healthz(port("scheduler")), 60)
+    wait_for("kwok", "kwok", lambda: http_ok(f"http://127.0.0.1:{port('kwok')}/healthz"), 60)
+
+    say("starting the AWS endpoint and seeding the account (VPC, subnets, EKS cluster, node group, AMIs)")
+    seed = {
+        "cluster_name": CLUSTER, "region": REGION, "kubernetes_version": KUBE_VERSION[1:].rsplit(".", 1)[0],
+        "apiserver_endpoint": api, "ca_b64": base64.b64encode((pki / "ca.crt").read_bytes()).decode(),
+        "oidc_issuer": OIDC_ISSUER, "service_cidr": SERVICE_CIDR, "dns_ip": DNS_IP,
+        "system_instance_type": "m5.large", "system_nodes": 2, "auth_mode": args.auth_mode,
+    }
+    (STATE / "seed.json").write_text(json.dumps(seed, indent=2))
+    data = ROOT / "controller" / "cloud" / "data"
+    start("aws", [sys.executable, str(SANDBOX / "aws" / "server.py"), f"--port={port('aws')}", f"--seed={STATE / 'seed.json'}", f"--data={data}"],
+          env={"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"})
+    wait_for("the AWS endpoint", "aws", lambda: http_ok(f"http://127.0.0.1:{port('aws')}/_sandbox/health"), 120)
+
+    say("creating what EKS and eksctl leave in kube-system (aws-auth, aws-node, kube-proxy, CoreDNS, Cluster Autoscaler)")
+    summary = next(json.loads(line) for line in (STATE / "logs" / "aws.log").read_text().splitlines() if line.startswith('{"ready"'))
+    (STATE / "account.json").write_text(json.dumps(summary, indent=2))
+    values = {"CLUSTER": CLUSTER, "REGION": REGION, "ACCOUNT_ID": ACCOUNT_ID, "SYSTEM_NODE_ROLE": summary["system_node_role"], "DNS_IP": DNS_IP}
+    wait_for("the default service account", "controller-manager", lambda: kubectl("-n", "kube-system", "get", "serviceaccount", "default", check=False).returncode == 0, 60)
+    for manifest in sorted((SANDBOX / "cluster").glob("*.yaml")):
+        kubectl("create", "-f", "-", input_text=render(manifest, values))
+
+    say("starting the node registrar; waiting for the system nodes to register and become Ready")
+    start("registrar", [sys.executable, str(SANDBOX / "registrar.py"), f"--cluster={CLUSTER}", f"--region={REGION}",
+                        f"--aws-endpoint=http://127.0.0.1:{port('aws')}", f"--apiserver={api}", f"--ca={pki / 'ca.crt'}",
+                        f"--client-cert={pki / 'registrar.crt'}", f"--client-key={pki / 'registrar.key'}", f"--data={data}",
+                        f"--control={STATE / 'registrar.json'}"])
+
+    def system_nodes_ready() -> bool:
+        out = kubectl("get", "nodes", "-l", "eks.amazonaws.com/nodegroup=system", "-o", "json").stdout
+        nodes = json.loads(out)["items"]
+        ready = [n for n in nodes if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))]
+        return len(ready) == seed["system_nodes"]
+
+    wait_for("the system nodes", "registrar", system_nodes_ready, 90)
+
+    def coredns_running() -> bool:
+        out = kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o", "json").stdout
+        return sum(p["status"].get("phase") == "Running" for p in json.loads(out)["items"]) == 2
+
+    wait_for("CoreDNS", "kwok", coredns_running, 90)
+
+
+def stop_all() -> list[str]:
+    stopped = [name for name in reversed(COMPONENTS) if stop(name)]
+    return stopped
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stopped = stop_all()
+    say(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows = []
+    for name in COMPONENTS:
+        rec = recorded(name)
+        where = {"registrar": "(no port)"}.get(name, f"127.0.0.1:{port(name)}")
+        rows.append({"component": name, "running": alive(name), "pid": rec["pid"] if rec and alive(name) else None, "address": where, "log": str(STATE / "logs" / f"{name}.log")})
+    up = all(r["running"] for r in rows)
+    if args.output == "json":
+        print(json.dumps({"up": up, "state_dir": str(STATE), "cluster": CLUSTER, "region": REGION, "components": rows}, indent=2))
+    else:
+        print(f"sandbox {'UP' if up else 'DOWN' if not any(r['running'] for r in rows) else 'PARTLY UP'}  (state {STATE}, cluster {CLUSTER!r}, region {REGION})")
+        for r in rows:
+            print(f"  {r['component']:<19} {'running' if r['running'] else 'stopped':<8} pid {str(r['pid'] or '-'):<8} {r['address']}")
+    return 0 if up else 3
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    for k, v in env_vars().items():
+        print(f"export {k}={v}")
+    return 0
+
+
+def cmd_never_join(args: argparse.Namespace) -> int:
+    path = STATE / "registrar.json"
+    if not path.exists():
+        raise SandboxError("the sandbox is not up: run `sandbox/sandbox up` first")
+    control = json.loads(path.read_text())
+    rules = control.setdefault("never_join", {"instances": [], "tags": {}})
+    if args.clear:
+        rules.update({"instances": [], "tags": {}})
+    rules["instances"].extend(args.instance or [])
+    for tag in args.tag or []:
+        k, sep, v = tag.partition("=")
+        if not sep:
+            raise SandboxError(f"--tag takes KEY=VALUE, got {tag!r}")
+        rules["tags"][k] = v
+    if args.boot_delay is not None:
+        control["boot_delay_seconds"] = args.boot_delay
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(control, indent=2))
+    tmp.replace(path)
+    print(json.dumps(control, indent=2))
+    return 0
+
+
+def cmd_kubectl(args: argparse.Namespace) -> int:
+    os.environ["KUBECONFIG"] = str(STATE / "kubeconfig")
+    os.execv(str(kube_bin() / "kubectl"), ["kubectl", *args.rest])
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """The main job for now: show that this is an EKS-shaped cluster, from both sides."""
+    import boto3
+
+    if not alive("aws") or not alive("apiserver"):
+        raise SandboxError("the sandbox is not up: run `sandbox/sandbox up` first")
+    os.environ.update(env_vars())
+    eks, ec2 = boto3.client("eks"), boto3.client("ec2")
+    cluster = eks.describe_cluster(name=CLUSTER)["cluster"]
+    print(f"== The cluster as the AWS API (EKS DescribeCluster at {os.environ['AWS_ENDPOINT_URL']}) describes it")
+    vpc = cluster["resourcesVpcConfig"]
+    print(f"name {cluster['name']}  version {cluster['version']}  status {cluster['status']}  platform {cluster.get('platformVersion')}")
+    print(f"endpoint {cluster['endpoint']}\noidc issuer {cluster['identity']['oidc']['issuer']}")
+    print(f"authentication mode {cluster['accessConfig']['authenticationMode']}  vpc {vpc['vpcId']}  cluster security group {vpc['clusterSecurityGroupId']}")
+    for ng in eks.list_nodegroups(clusterName=CLUSTER)["nodegroups"]:
+        g = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=ng)["nodegroup"]
+        print(f"node group {ng}: role {g['nodeRole']}  desired {g['scalingConfig']['desiredSize']}  asg {g['resources']['autoScalingGroups'][0]['name']}")
+    subnets = ec2.describe_subnets(SubnetIds=vpc["subnetIds"])["Subnets"]
+    print("subnets " + ", ".join(f"{s['SubnetId']} ({s['AvailabilityZone']}, {s['CidrBlock']})" for s in subnets))
+    for r in ec2.describe_instances(Filters=[{"Name": "tag-key", "Values": [f"kubernetes.io/cluster/{CLUSTER}"]}])["Reservations"]:
+        for i in r["Instances"]:
+            print(f"instance {i['InstanceId']} {i['InstanceType']} {i['Placement']['AvailabilityZone']} {i['State']['Name']} {i['PrivateDnsName']}")
+    print(f"\n== The cluster as Kubernetes (https://127.0.0.1:{port('apiserver')}) sees it")
+    sys.stdout.flush()
+    subprocess.run([str(kube_bin() / "kubectl"), "get", "nodes", "-L", "eks.amazonaws.com/nodegroup,node.kubernetes.io/instance-type,topology.kubernetes.io/zone"], env=os.environ)
+    subprocess.run([str(kube_bin() / "kubectl"), "get", "pods,daemonsets,deployments", "-n", "kube-system", "-o", "wide"], env=os.environ)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="sandbox", description="The local EKS-shaped sandbox for karpctl's tests and demo.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="build what is missing and start the sandbox (a no-op when it is up)")
+    up.add_argument("--boot-delay", type=float, default=2.0, help="seconds from an instance running to its Node registering")
+    up.add_argument("--auth-mode", default="API_AND_CONFIG_MAP", choices=["CONFIG_MAP", "API_AND_CONFIG_MAP", "API"], help="the EKS cluster's authentication mode")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop exactly what `up` started").set_defaults(func=cmd_down)
+    status = sub.add_parser("status", help="what runs where (exit 0 when up, 3 otherwise)")
+    status.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    status.set_defaults(func=cmd_status)
+    sub.add_parser("env", help="print the environment variables that point clients at the sandbox").set_defaults(func=cmd_env)
+    sub.add_parser("show", help="show the cluster as the AWS API and Kubernetes describe it").set_defaults(func=cmd_show)
+    nj = sub.add_parser("never-join", help="tell the registrar to let chosen instances never join")
+    nj.add_argument("--instance", action="append", help="an instance ID (repeatable)")
+    nj.add_argument("--tag", action="append", help="KEY=VALUE: instances with this tag (repeatable)")
+    nj.add_argument("--clear", action="store_true", help="forget earlier rules first")
+    nj.add_argument("--boot-delay", type=float, help="also change the boot delay (seconds)")
+    nj.set_defaults(func=cmd_never_join)
+    kc = sub.add_parser("kubectl", help="run the sandbox's kubectl against it")
+    kc.add_argument("rest", nargs=argparse.REMAINDER)
+    kc.set_defaults(func=cmd_kubectl)
+    args = parser.parse_args()
+    try:
+        return args.func(args)
+    except SandboxError as e:
+        print(f"sandbox: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sandbox: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line, not a traceback; SANDBOX_DEBUG=1 shows the traceback
+        if os.environ.get("SANDBOX_DEBUG"):
+            raise
+        print(f"sandbox: error: unexpected failure: {e!r} (logs in {STATE / 'logs'}; rerun with SANDBOX_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
