@@ -19,7 +19,7 @@ use std::sync::Arc;
 use karpctl_cloud::Resources;
 use karpctl_cloud::labels;
 
-use crate::lowerbound::{Column, cover};
+use crate::lowerbound::{Column, NodeType, PodClass, configuration_bound, cover};
 use crate::requirements::Requirements;
 use crate::scheduler::{Bin, BinKind, Class, Solve, price_under};
 
@@ -145,6 +145,71 @@ impl Solve<'_> {
         self.resource_prices = ResourcePrices { dims, prices };
         for c in classes.iter_mut() {
             c.value = self.resource_prices.value(&c.request);
+        }
+        self.value_by_packings(classes);
+    }
+
+    /// Sharper values when the batch has few distinct pod shapes: the duals of the
+    /// configuration LP (what a pod of each shape costs when nodes hold mixes that fit),
+    /// which, unlike per-resource prices, never count CPU a pod could not use on a type
+    /// too small for it.
+    fn value_by_packings(&self, classes: &mut [Class]) {
+        const MAX_SHAPES: usize = 80;
+        let dims = self.resource_prices.dims.clone();
+        let mut shapes: HashMap<(Vec<i64>, u32), usize> = HashMap::new();
+        let mut shape_of = Vec::with_capacity(classes.len());
+        let mut pod_classes: Vec<PodClass> = Vec::new();
+        for c in classes.iter() {
+            let per_node = c
+                .node_rules
+                .caps
+                .iter()
+                .filter(|(g, _)| c.node_rules.members.contains(g))
+                .map(|(_, cap)| *cap)
+                .min()
+                .unwrap_or(u32::MAX);
+            let key: Vec<i64> = dims.iter().map(|d| c.request.get(d)).collect();
+            let next = pod_classes.len();
+            let i = *shapes.entry((key, per_node)).or_insert(next);
+            if i == next {
+                if next >= MAX_SHAPES {
+                    return;
+                }
+                pod_classes.push(PodClass {
+                    count: 0.0,
+                    request: dims.iter().map(|d| scaled(&c.request, d)).collect(),
+                    max_per_node: (per_node != u32::MAX).then_some(per_node as f64),
+                });
+            }
+            pod_classes[i].count += c.pods.len() as f64;
+            shape_of.push(i);
+        }
+        let mut types = Vec::new();
+        for (p, pool) in self.sched.pools.iter().enumerate() {
+            let mut seen = vec![false; pool.types.len()];
+            for c in classes.iter() {
+                if let Ok(set) = &c.compat.pools[p] {
+                    for t in set.iter() {
+                        seen[t] = true;
+                    }
+                }
+            }
+            for (t, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
+                if let Some(o) = price_under(pool.instance_type(t), &pool.requirements) {
+                    let free = &pool.types[t].free;
+                    types.push(NodeType {
+                        price: o.price,
+                        allocatable: dims.iter().map(|d| scaled(free, d).max(0.0)).collect(),
+                    });
+                }
+            }
+        }
+        let Some((_, duals)) = configuration_bound(&types, &pod_classes, 20) else {
+            return;
+        };
+        for (c, shape) in classes.iter_mut().zip(shape_of) {
+            c.value =
+                duals[shape] + 1e-6 * (scaled(&c.request, "cpu") + scaled(&c.request, "memory"));
         }
     }
 
