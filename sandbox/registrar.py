@@ -73,6 +73,8 @@ def parse_taint(text: str) -> dict[str, str]:
 def apply_kubelet_flags(settings: NodeSettings, flags: list[str]) -> None:
     for flag in flags:
         name, _, value = flag.partition("=")
+        # Flags reach the kubelet through a shell: `--node-labels="a=b,c=d"` loses its quotes.
+        value = " ".join(shlex.split(value)) if value else value
         if name == "--node-labels":
             for pair in filter(None, value.split(",")):
                 k, _, v = pair.partition("=")

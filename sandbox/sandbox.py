@@ -544,6 +544,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    """The sandbox's own unit tests (registrar parsing and arithmetic), with its pinned pytest."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", str(SANDBOX / "tests"), *args.rest]).returncode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="sandbox", description="The local EKS-shaped sandbox for karpctl's tests and demo.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -563,6 +568,9 @@ def main() -> int:
     nj.add_argument("--clear", action="store_true", help="forget earlier rules first")
     nj.add_argument("--boot-delay", type=float, help="also change the boot delay (seconds)")
     nj.set_defaults(func=cmd_never_join)
+    st = sub.add_parser("selftest", help="run the sandbox's own unit tests")
+    st.add_argument("rest", nargs=argparse.REMAINDER)
+    st.set_defaults(func=cmd_selftest)
     kc = sub.add_parser("kubectl", help="run the sandbox's kubectl against it")
     kc.add_argument("rest", nargs=argparse.REMAINDER)
     kc.set_defaults(func=cmd_kubectl)
