@@ -18,7 +18,11 @@ impl Printer {
     }
 
     /// Print a command's result: `text` renders it for people; JSON is the serialized value.
-    pub fn result<T: Serialize>(&self, value: &T, text: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+    pub fn result<T: Serialize>(
+        &self,
+        value: &T,
+        text: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
         match self.format {
             OutputFormat::Text => stdout.write_all(text(value).as_bytes())?,

@@ -18,7 +18,11 @@ pub fn run(printer: &Printer) -> anyhow::Result<ExitCode> {
         karpenter_apis: ["karpenter.sh/v1", "karpenter.k8s.aws/v1"],
     };
     printer.result(&version, |out| {
-        format!("karpctl {}\nAPIs: {}\n", out.karpctl, out.karpenter_apis.join(", "))
+        format!(
+            "karpctl {}\nAPIs: {}\n",
+            out.karpctl,
+            out.karpenter_apis.join(", ")
+        )
     })?;
     Ok(ExitCode::SUCCESS)
 }

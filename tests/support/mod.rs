@@ -28,13 +28,19 @@ pub fn sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
     SANDBOX.get_or_init(|| {
         let script = repo_root().join("sandbox/sandbox");
-        let up = Command::new(&script).arg("up").output().expect("running sandbox/sandbox up");
+        let up = Command::new(&script)
+            .arg("up")
+            .output()
+            .expect("running sandbox/sandbox up");
         assert!(
             up.status.success(),
             "sandbox/sandbox up failed:\n{}",
             String::from_utf8_lossy(&up.stderr)
         );
-        let out = Command::new(&script).arg("env").output().expect("running sandbox/sandbox env");
+        let out = Command::new(&script)
+            .arg("env")
+            .output()
+            .expect("running sandbox/sandbox env");
         assert!(out.status.success(), "sandbox/sandbox env failed");
         let env = String::from_utf8(out.stdout)
             .unwrap()
@@ -49,7 +55,9 @@ pub fn sandbox() -> &'static Sandbox {
 
 impl Sandbox {
     pub fn var(&self, key: &str) -> &str {
-        self.env.get(key).unwrap_or_else(|| panic!("sandbox env has no {key}"))
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("sandbox env has no {key}"))
     }
 
     pub fn cluster(&self) -> &str {
@@ -68,7 +76,9 @@ impl Sandbox {
         aws_config::defaults(BehaviorVersion::latest())
             .endpoint_url(self.aws_endpoint())
             .region(Region::new(region.to_string()))
-            .credentials_provider(aws_sdk_sts::config::Credentials::new("testing", "testing", None, None, "sandbox"))
+            .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                "testing", "testing", None, None, "sandbox",
+            ))
             .load()
             .await
     }
@@ -78,7 +88,8 @@ impl Sandbox {
     }
 
     pub async fn kube_config(&self) -> kube::Config {
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig_path()).expect("reading the sandbox kubeconfig");
+        let kubeconfig =
+            Kubeconfig::read_from(self.kubeconfig_path()).expect("reading the sandbox kubeconfig");
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .expect("building a kube config from the sandbox kubeconfig")
@@ -90,8 +101,15 @@ impl Sandbox {
 
     /// Runs `sandbox/sandbox <args>` and returns its stdout; panics with stderr on failure.
     pub fn run(&self, args: &[&str]) -> String {
-        let out = Command::new(repo_root().join("sandbox/sandbox")).args(args).output().unwrap();
-        assert!(out.status.success(), "sandbox {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(repo_root().join("sandbox/sandbox"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sandbox {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -103,9 +121,20 @@ impl Sandbox {
     }
 
     /// Makes the next `count` calls of `service:operation` fail with `code`/`status`.
-    pub async fn inject_fault(&self, service: &str, operation: &str, code: &str, status: u16, count: u32) {
+    pub async fn inject_fault(
+        &self,
+        service: &str,
+        operation: &str,
+        code: &str,
+        status: u16,
+        count: u32,
+    ) {
         let body = serde_json::json!({"service": service, "operation": operation, "code": code, "status": status, "count": count});
-        http_post(&format!("{}/_sandbox/faults", self.aws_endpoint()), &body.to_string()).await;
+        http_post(
+            &format!("{}/_sandbox/faults", self.aws_endpoint()),
+            &body.to_string(),
+        )
+        .await;
     }
 }
 
@@ -113,7 +142,10 @@ impl Sandbox {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{prefix}-{:x}{}", nanos, N.fetch_add(1, Ordering::SeqCst))
 }
 
@@ -128,7 +160,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -144,9 +179,16 @@ async fn http_post(url: &str, body: &str) -> String {
 /// A minimal HTTP/1.1 client for the sandbox's control routes (plain HTTP on loopback).
 async fn http(url: &str, method: &str, body: Option<&str>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").expect("control routes are plain http");
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connecting to the sandbox AWS endpoint");
+    let rest = url
+        .strip_prefix("http://")
+        .expect("control routes are plain http");
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connecting to the sandbox AWS endpoint");
     let body = body.unwrap_or("");
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -156,8 +198,14 @@ async fn http(url: &str, method: &str, body: Option<&str>) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     let (head, payload) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"), "{method} {url}: {head}");
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{method} {url}: {head}"
+    );
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(payload)
     } else {
         payload.to_string()
