@@ -61,6 +61,9 @@ impl Relax {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Constraints {
     pub requirements: Requirements,
+    /// Node selector and required node affinity only: what decides which topology domains
+    /// count for spread (`nodeAffinityPolicy: Honor`), preferences aside.
+    pub required: Requirements,
     pub tolerations: Vec<Toleration>,
     pub prefer_no_schedule_tolerated: bool,
     pub spreads: Vec<TopologySpread>,
@@ -83,6 +86,7 @@ pub(crate) fn constraints(pod: &Pod, relax: &Relax) -> Constraints {
     if let Some(term) = pod.required_terms.get(relax.term) {
         requirements.add_all(term);
     }
+    let required = requirements.clone();
     // Upstream treats the heaviest remaining preferred term as required until relaxed.
     if let Some(preferred) = by_weight(&pod.preferred_terms).get(relax.pref_node) {
         requirements.add_all(preferred);
@@ -110,6 +114,7 @@ pub(crate) fn constraints(pod: &Pod, relax: &Relax) -> Constraints {
     );
     Constraints {
         requirements,
+        required,
         tolerations: pod.tolerations.clone(),
         prefer_no_schedule_tolerated: relax.prefer_no_schedule_tolerated,
         spreads,

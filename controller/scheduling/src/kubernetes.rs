@@ -1,1 +1,527 @@
-//! stub
+//! The edge from Kubernetes objects to the scheduler's domain types ("parse, don't
+//! validate"): a `Pod` (or a workload's pod template) becomes a [`Pod`], a `Node` an
+//! [`ExistingNode`]. Every rejection names the field it could not accept, so a CLI can say
+//! which file, object and field is wrong.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use karpctl_cloud::Resources;
+
+use crate::nodepool::ExistingNode;
+use crate::pod::{HostPort, Pod, PodAffinityTerm, TopologySpread, WhenUnsatisfiable};
+use crate::requirements::{Operator, Requirement, Requirements};
+use crate::selector::{LabelSelector, SelectorExpression, SelectorOperator};
+use crate::taints::{Effect, Taint, Toleration};
+
+/// A field of a Kubernetes object that cannot be used, with the field's path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConversionError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: impl Into<String>, message: impl ToString) -> ConversionError {
+    ConversionError {
+        field: field.into(),
+        message: message.to_string(),
+    }
+}
+
+/// `matchExpressions` of a node selector term, as requirements.
+pub fn requirements(
+    expressions: &[core::NodeSelectorRequirement],
+    field: &str,
+) -> Result<Requirements, ConversionError> {
+    let mut out = Requirements::new();
+    for (i, e) in expressions.iter().enumerate() {
+        out.add(requirement(
+            &e.key,
+            &e.operator,
+            e.values.as_deref().unwrap_or(&[]),
+            &format!("{field}[{i}]"),
+        )?);
+    }
+    Ok(out)
+}
+
+/// One requirement from its parts (`key`, `operator`, `values`).
+pub fn requirement(
+    key: &str,
+    operator: &str,
+    values: &[String],
+    field: &str,
+) -> Result<Requirement, ConversionError> {
+    let op: Operator = operator
+        .parse()
+        .map_err(|e| err(format!("{field}.operator"), e))?;
+    Requirement::new(key, op, values).map_err(|e| err(field, e))
+}
+
+pub fn taint(t: &core::Taint, field: &str) -> Result<Taint, ConversionError> {
+    let effect: Effect = t
+        .effect
+        .parse()
+        .map_err(|e: String| err(format!("{field}.effect"), e))?;
+    Ok(Taint {
+        key: t.key.clone(),
+        value: t.value.clone().unwrap_or_default(),
+        effect,
+    })
+}
+
+pub fn toleration(t: &core::Toleration, field: &str) -> Result<Toleration, ConversionError> {
+    let exists = match t.operator.as_deref() {
+        None | Some("Equal") => false,
+        Some("Exists") => true,
+        Some(other) => {
+            return Err(err(
+                format!("{field}.operator"),
+                format!("unknown operator {other:?} (expected Equal or Exists)"),
+            ));
+        }
+    };
+    let effect = match t.effect.as_deref() {
+        None | Some("") => None,
+        Some(e) => Some(
+            e.parse()
+                .map_err(|e: String| err(format!("{field}.effect"), e))?,
+        ),
+    };
+    Ok(Toleration {
+        key: t.key.clone().unwrap_or_default(),
+        exists,
+        value: t.value.clone().unwrap_or_default(),
+        effect,
+    })
+}
+
+pub fn label_selector(
+    s: &meta::LabelSelector,
+    field: &str,
+) -> Result<LabelSelector, ConversionError> {
+    let mut out = LabelSelector {
+        match_labels: s.match_labels.clone().unwrap_or_default(),
+        match_expressions: Vec::new(),
+    };
+    for (i, e) in s.match_expressions.iter().flatten().enumerate() {
+        let operator = match e.operator.as_str() {
+            "In" => SelectorOperator::In,
+            "NotIn" => SelectorOperator::NotIn,
+            "Exists" => SelectorOperator::Exists,
+            "DoesNotExist" => SelectorOperator::DoesNotExist,
+            other => {
+                return Err(err(
+                    format!("{field}.matchExpressions[{i}].operator"),
+                    format!(
+                        "unknown operator {other:?} (expected In, NotIn, Exists or DoesNotExist)"
+                    ),
+                ));
+            }
+        };
+        out.match_expressions.push(SelectorExpression {
+            key: e.key.clone(),
+            operator,
+            values: e.values.clone().unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+fn with_match_label_keys(
+    mut selector: LabelSelector,
+    keys: Option<&Vec<String>>,
+    labels: &BTreeMap<String, String>,
+) -> LabelSelector {
+    for key in keys.into_iter().flatten() {
+        if let Some(v) = labels.get(key) {
+            selector.match_expressions.push(SelectorExpression {
+                key: key.clone(),
+                operator: SelectorOperator::In,
+                values: vec![v.clone()],
+            });
+        }
+    }
+    selector
+}
+
+fn affinity_term(
+    t: &core::PodAffinityTerm,
+    labels: &BTreeMap<String, String>,
+    field: &str,
+) -> Result<PodAffinityTerm, ConversionError> {
+    let selector = match &t.label_selector {
+        Some(s) => label_selector(s, &format!("{field}.labelSelector"))?,
+        // No selector selects no pods; an impossible expression says so.
+        None => LabelSelector {
+            match_labels: BTreeMap::new(),
+            match_expressions: vec![SelectorExpression {
+                key: "karpctl.invalid/no-selector".into(),
+                operator: SelectorOperator::Exists,
+                values: Vec::new(),
+            }],
+        },
+    };
+    if t.topology_key.is_empty() {
+        return Err(err(format!("{field}.topologyKey"), "must not be empty"));
+    }
+    Ok(PodAffinityTerm {
+        topology_key: t.topology_key.clone(),
+        selector: with_match_label_keys(selector, t.match_label_keys.as_ref(), labels),
+        namespaces: t.namespaces.clone().unwrap_or_default(),
+        // An empty namespaceSelector ({}) selects every namespace.
+        all_namespaces: t.namespace_selector.as_ref().is_some_and(|s| {
+            s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+        }),
+    })
+}
+
+fn container_requests(c: &core::Container, field: &str) -> Result<Resources, ConversionError> {
+    let Some(res) = &c.resources else {
+        return Ok(Resources::default());
+    };
+    // Requests default to limits when only limits are set.
+    let mut list: BTreeMap<String, String> = res
+        .limits
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    for (k, v) in res.requests.iter().flatten() {
+        list.insert(k.clone(), v.0.clone());
+    }
+    Resources::from_quantities(list.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| err(format!("{field}.resources"), e))
+}
+
+/// The pod's effective request as the kube-scheduler computes it: the larger of the summed
+/// app containers (plus restartable init "sidecars") and the largest init container, plus
+/// the pod overhead.
+pub fn pod_requests(spec: &core::PodSpec, field: &str) -> Result<Resources, ConversionError> {
+    let mut sum = Resources::default();
+    for (i, c) in spec.containers.iter().enumerate() {
+        sum.add(&container_requests(c, &format!("{field}.containers[{i}]"))?);
+    }
+    let mut init_max = Resources::default();
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        let r = container_requests(c, &format!("{field}.initContainers[{i}]"))?;
+        if c.restart_policy.as_deref() == Some("Always") {
+            sum.add(&r);
+        } else {
+            init_max = init_max.max(&r);
+        }
+    }
+    let mut total = sum.max(&init_max);
+    if let Some(overhead) = &spec.overhead {
+        let list: Vec<(&str, &str)> = overhead
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.0.as_str()))
+            .collect();
+        total.add(
+            &Resources::from_quantities(list).map_err(|e| err(format!("{field}.overhead"), e))?,
+        );
+    }
+    total.pods = 0;
+    Ok(total)
+}
+
+/// A pod from its metadata and spec (a Pod, or a workload's pod template).
+pub fn pod_from_spec(
+    namespace: &str,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    spec: &core::PodSpec,
+    field: &str,
+) -> Result<Pod, ConversionError> {
+    let mut pod = Pod {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        labels: labels.clone(),
+        requests: pod_requests(spec, field)?,
+        node_selector: spec.node_selector.clone().unwrap_or_default(),
+        ..Pod::default()
+    };
+    for (i, t) in spec.tolerations.iter().flatten().enumerate() {
+        pod.tolerations
+            .push(toleration(t, &format!("{field}.tolerations[{i}]"))?);
+    }
+    for (ci, c) in spec.containers.iter().enumerate() {
+        for (pi, p) in c.ports.iter().flatten().enumerate() {
+            if let Some(port) = p.host_port.filter(|p| *p > 0) {
+                if port > 65535 {
+                    return Err(err(
+                        format!("{field}.containers[{ci}].ports[{pi}].hostPort"),
+                        "must be at most 65535",
+                    ));
+                }
+                pod.host_ports.push(HostPort {
+                    port,
+                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    host_ip: p.host_ip.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    if let Some(affinity) = &spec.affinity {
+        if let Some(na) = &affinity.node_affinity {
+            if let Some(required) = &na.required_during_scheduling_ignored_during_execution {
+                for (i, term) in required.node_selector_terms.iter().enumerate() {
+                    let f = format!(
+                        "{field}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{i}]"
+                    );
+                    pod.required_terms.push(requirements(
+                        term.match_expressions.as_deref().unwrap_or(&[]),
+                        &format!("{f}.matchExpressions"),
+                    )?);
+                }
+            }
+            for (i, p) in na
+                .preferred_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+                .enumerate()
+            {
+                let f = format!(
+                    "{field}.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[{i}].preference.matchExpressions"
+                );
+                pod.preferred_terms.push((
+                    p.weight,
+                    requirements(p.preference.match_expressions.as_deref().unwrap_or(&[]), &f)?,
+                ));
+            }
+        }
+        if let Some(pa) = &affinity.pod_affinity {
+            for (i, t) in pa
+                .required_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+                .enumerate()
+            {
+                let f = format!(
+                    "{field}.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[{i}]"
+                );
+                pod.affinity.push(affinity_term(t, labels, &f)?);
+            }
+            for (i, t) in pa
+                .preferred_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+                .enumerate()
+            {
+                let f = format!(
+                    "{field}.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm"
+                );
+                pod.preferred_affinity
+                    .push((t.weight, affinity_term(&t.pod_affinity_term, labels, &f)?));
+            }
+        }
+        if let Some(pa) = &affinity.pod_anti_affinity {
+            for (i, t) in pa
+                .required_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+                .enumerate()
+            {
+                let f = format!(
+                    "{field}.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[{i}]"
+                );
+                pod.anti_affinity.push(affinity_term(t, labels, &f)?);
+            }
+            for (i, t) in pa
+                .preferred_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+                .enumerate()
+            {
+                let f = format!(
+                    "{field}.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm"
+                );
+                pod.preferred_anti_affinity
+                    .push((t.weight, affinity_term(&t.pod_affinity_term, labels, &f)?));
+            }
+        }
+    }
+    for (i, c) in spec
+        .topology_spread_constraints
+        .iter()
+        .flatten()
+        .enumerate()
+    {
+        let f = format!("{field}.topologySpreadConstraints[{i}]");
+        if c.max_skew < 1 {
+            return Err(err(format!("{f}.maxSkew"), "must be at least 1"));
+        }
+        let when_unsatisfiable = match c.when_unsatisfiable.as_str() {
+            "DoNotSchedule" => WhenUnsatisfiable::DoNotSchedule,
+            "ScheduleAnyway" => WhenUnsatisfiable::ScheduleAnyway,
+            other => {
+                return Err(err(
+                    format!("{f}.whenUnsatisfiable"),
+                    format!("unknown value {other:?} (expected DoNotSchedule or ScheduleAnyway)"),
+                ));
+            }
+        };
+        let selector = match &c.label_selector {
+            Some(s) => label_selector(s, &format!("{f}.labelSelector"))?,
+            None => LabelSelector::default(),
+        };
+        pod.topology_spread.push(TopologySpread {
+            topology_key: c.topology_key.clone(),
+            max_skew: c.max_skew as u32,
+            min_domains: c.min_domains.map(|m| m.max(1) as u32),
+            when_unsatisfiable,
+            selector: with_match_label_keys(selector, c.match_label_keys.as_ref(), labels),
+        });
+    }
+    Ok(pod)
+}
+
+impl TryFrom<&core::Pod> for Pod {
+    type Error = ConversionError;
+    fn try_from(p: &core::Pod) -> Result<Self, Self::Error> {
+        let spec = p.spec.as_ref().ok_or_else(|| err("spec", "missing"))?;
+        pod_from_spec(
+            p.metadata.namespace.as_deref().unwrap_or("default"),
+            p.metadata.name.as_deref().unwrap_or(""),
+            &p.metadata.labels.clone().unwrap_or_default(),
+            spec,
+            "spec",
+        )
+    }
+}
+
+/// An existing node with the pods bound to it.
+pub fn existing_node(node: &core::Node, pods: Vec<Pod>) -> Result<ExistingNode, ConversionError> {
+    let allocatable = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .map(|a| {
+            let list: Vec<(&str, &str)> =
+                a.iter().map(|(k, v)| (k.as_str(), v.0.as_str())).collect();
+            Resources::from_quantities(list)
+        })
+        .transpose()
+        .map_err(|e| err("status.allocatable", e))?
+        .ok_or_else(|| {
+            err(
+                "status.allocatable",
+                "missing: an existing node must say what it can hold",
+            )
+        })?;
+    let mut taints = Vec::new();
+    for (i, t) in node
+        .spec
+        .iter()
+        .flat_map(|s| s.taints.iter().flatten())
+        .enumerate()
+    {
+        taints.push(taint(t, &format!("spec.taints[{i}]"))?);
+    }
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let mut labels = node.metadata.labels.clone().unwrap_or_default();
+    labels
+        .entry(karpctl_cloud::labels::HOSTNAME.to_string())
+        .or_insert_with(|| name.clone());
+    Ok(ExistingNode {
+        name,
+        labels,
+        taints,
+        allocatable,
+        pods,
+        in_flight: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: serde_json::Value) -> Result<Pod, ConversionError> {
+        let p: core::Pod = serde_json::from_value(json).unwrap();
+        Pod::try_from(&p)
+    }
+
+    #[test]
+    fn requests_take_the_larger_of_containers_and_init() {
+        let pod = parse(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "ns"},
+            "spec": {
+                "containers": [
+                    {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
+                    {"name": "b", "resources": {"limits": {"cpu": "250m", "memory": "256Mi"}}}
+                ],
+                "initContainers": [{"name": "init", "resources": {"requests": {"cpu": "2", "memory": "64Mi"}}}]
+            }
+        }))
+        .unwrap();
+        assert_eq!(pod.requests.cpu, 2000);
+        assert_eq!(pod.requests.memory, (1 << 30) + (256 << 20));
+        assert_eq!(pod.namespace, "ns");
+    }
+
+    #[test]
+    fn affinity_spread_ports_and_tolerations() {
+        let pod = parse(serde_json::json!({
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {
+                "containers": [{"name": "a", "ports": [{"containerPort": 80, "hostPort": 8080}]}],
+                "tolerations": [{"key": "gpu", "operator": "Exists"}],
+                "affinity": {
+                    "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]},
+                        {"matchExpressions": [{"key": "karpenter.k8s.aws/instance-cpu", "operator": "Gt", "values": ["4"]}]}
+                    ]}},
+                    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "web"}}}
+                    ]}
+                },
+                "topologySpreadConstraints": [
+                    {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+                     "labelSelector": {"matchLabels": {"app": "web"}}}
+                ]
+            }
+        }))
+        .unwrap();
+        assert_eq!(pod.required_terms.len(), 2);
+        assert_eq!(pod.anti_affinity.len(), 1);
+        assert_eq!(pod.topology_spread.len(), 1);
+        assert_eq!(pod.host_ports[0].port, 8080);
+        assert!(pod.tolerations[0].exists);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases = [
+            (
+                serde_json::json!({"metadata": {"name": "a"}, "spec": {"containers": [], "affinity": {"nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "k", "operator": "In", "values": []}]}]}}}}}),
+                "nodeSelectorTerms[0].matchExpressions[0]",
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "a"}, "spec": {"containers": [], "affinity": {"nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "k", "operator": "Gt", "values": ["x"]}]}]}}}}}),
+                "integer",
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "a"}, "spec": {"containers": [
+                    {"name": "c", "resources": {"requests": {"cpu": "lots"}}}]}}),
+                "spec.containers[0].resources",
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "a"}, "spec": {"containers": [],
+                    "tolerations": [{"key": "k", "operator": "Maybe"}]}}),
+                "spec.tolerations[0].operator",
+            ),
+        ];
+        for (json, want) in cases {
+            let e = parse(json).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} should mention {want}");
+        }
+    }
+}

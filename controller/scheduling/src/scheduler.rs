@@ -221,6 +221,9 @@ impl Scheduler {
                 }
             }
         }
+        for (pod, reason) in solve.repair_spreads() {
+            unschedulable.push(Unschedulable { pod, reason });
+        }
         let mut results = solve.results();
         unschedulable.sort_by_key(|u| u.pod);
         results.unschedulable = unschedulable;
@@ -414,6 +417,9 @@ pub(crate) struct Class {
     pub key: String,
 }
 
+/// A DoNotSchedule spread seen while pinning: maxSkew, minDomains, eligible domains.
+pub(crate) type SpreadRecord = (u32, Option<u32>, BTreeSet<String>);
+
 /// The state of one `solve`.
 pub(crate) struct Solve<'s> {
     pub sched: &'s Scheduler,
@@ -431,6 +437,9 @@ pub(crate) struct Solve<'s> {
     pub compat_cache: HashMap<String, Arc<Compat>>,
     pub failures: Vec<Failure>,
     pub resource_prices: crate::packing::ResourcePrices,
+    /// DoNotSchedule spreads seen while pinning: (group, key) → (maxSkew, minDomains,
+    /// eligible domains), re-checked once all passes are done.
+    pub spreads: HashMap<(u32, String), SpreadRecord>,
 }
 
 impl<'s> Solve<'s> {
@@ -533,6 +542,7 @@ impl<'s> Solve<'s> {
             compat_cache: HashMap::new(),
             failures: Vec::new(),
             resource_prices: Default::default(),
+            spreads: HashMap::new(),
         }
     }
 
@@ -768,6 +778,21 @@ impl<'s> Solve<'s> {
                     chosen,
                 } => {
                     let p = &self.sched.pools[*pool];
+                    // Later passes may have narrowed the claim (a zone, a capacity type),
+                    // which reprices its options: re-rank them and take the cheapest.
+                    let mut ranked: Vec<(f64, usize)> = options
+                        .iter()
+                        .filter(|t| bin.used.fits(&p.types[**t].free))
+                        .filter_map(|t| {
+                            price_under(p.instance_type(*t), &bin.requirements)
+                                .map(|o| (o.price, *t))
+                        })
+                        .collect();
+                    ranked.sort_by(|a, b| {
+                        a.0.total_cmp(&b.0)
+                            .then_with(|| p.instance_type(a.1).name.cmp(&p.instance_type(b.1).name))
+                    });
+                    let chosen = &ranked.first().map(|r| r.1).unwrap_or(*chosen);
                     let it = p.instance_type(*chosen);
                     let offering = price_under(it, &bin.requirements)
                         .expect("claims are only made with an offering");
@@ -777,22 +802,14 @@ impl<'s> Solve<'s> {
                         labels::CAPACITY_TYPE,
                         offering.capacity_type.as_str(),
                     ));
-                    let mut instance_type_options: Vec<InstanceTypeOption> = options
+                    let instance_type_options: Vec<InstanceTypeOption> = ranked
                         .iter()
-                        .filter_map(|t| {
-                            let it = p.instance_type(*t);
-                            price_under(it, &bin.requirements).map(|o| InstanceTypeOption {
-                                name: it.name.clone(),
-                                price: o.price,
-                            })
+                        .take(self.sched.options.max_instance_type_options)
+                        .map(|(price, t)| InstanceTypeOption {
+                            name: p.instance_type(*t).name.clone(),
+                            price: *price,
                         })
                         .collect();
-                    instance_type_options.sort_by(|a, b| {
-                        a.price
-                            .total_cmp(&b.price)
-                            .then_with(|| a.name.cmp(&b.name))
-                    });
-                    instance_type_options.truncate(self.sched.options.max_instance_type_options);
                     results.node_claims.push(NodeClaimPlan {
                         node_pool: p.pool.name.clone(),
                         instance_type: it.name.clone(),

@@ -13,7 +13,7 @@ use karpctl_cloud::labels;
 
 use crate::classes::DomainRule;
 use crate::requirements::Requirement;
-use crate::scheduler::{Class, Solve};
+use crate::scheduler::{BinKind, Class, Solve, SpreadRecord};
 use crate::taints::first_untolerated;
 
 impl Solve<'_> {
@@ -67,7 +67,11 @@ impl Solve<'_> {
             let mut failed: Option<(String, bool)> = None;
             for key in &keys {
                 let eligible = &domains[key];
-                let mut candidates: Vec<String> = eligible.iter().cloned().collect();
+                let mut candidates: Vec<String> = eligible
+                    .iter()
+                    .filter(|v| class.constraints.requirements.allows(key, v))
+                    .cloned()
+                    .collect();
                 let mut prefer = None;
                 for rule in class.domain_rules.iter().filter(|r| r.key() == key) {
                     match rule {
@@ -75,8 +79,16 @@ impl Solve<'_> {
                             group,
                             max_skew,
                             min_domains,
+                            anyway,
                             ..
                         } => {
+                            if !*anyway {
+                                self.spreads
+                                    .entry((*group, key.clone()))
+                                    .or_insert_with(|| (*max_skew, *min_domains, BTreeSet::new()))
+                                    .2
+                                    .extend(eligible.iter().cloned());
+                            }
                             let member = i64::from(class.node_rules.members.contains(group));
                             let min = if (eligible.len() as u32) < min_domains.unwrap_or(1) {
                                 0
@@ -213,10 +225,23 @@ impl Solve<'_> {
         out
     }
 
-    /// The values of `key` a pod of this class could end up in: existing compatible nodes'
-    /// labels, and what compatible NodePools and their instance types could launch.
-    fn domains(&self, class: &Class, key: &str) -> BTreeSet<String> {
-        let c = &class.constraints;
+    /// The values of `key` that count as domains for this class: existing compatible nodes'
+    /// labels and what compatible NodePools and their instance types could launch, judged by
+    /// the pod's required constraints only (preferences never shrink the set of domains).
+    fn domains(&mut self, class: &Class, key: &str) -> BTreeSet<String> {
+        let mut c = class.constraints.clone();
+        c.requirements = c.required.clone();
+        // Pins from earlier keys stay: they are requirements the pod now has.
+        for r in class.constraints.requirements.iter() {
+            if r.key != key
+                && class.constraints.required.get(&r.key).is_none()
+                && r.len() == 1
+                && pinned_key(&r.key)
+            {
+                c.requirements.add(r.clone());
+            }
+        }
+        let compat = self.class_compat(&c, &class.request);
         let mut out = BTreeSet::new();
         for n in &self.sched.nodes {
             let Some(v) = n.labels.get(key) else { continue };
@@ -234,9 +259,7 @@ impl Solve<'_> {
             }
         }
         for (p, pool) in self.sched.pools.iter().enumerate() {
-            let Ok(set) = &class.compat.pools[p] else {
-                continue;
-            };
+            let Ok(set) = &compat.pools[p] else { continue };
             let combined = pool.requirements.intersection(&c.requirements);
             match key {
                 labels::ZONE | labels::CAPACITY_TYPE => {
@@ -273,4 +296,112 @@ impl Solve<'_> {
         out.retain(|v| c.requirements.allows(key, v));
         out
     }
+}
+
+impl Solve<'_> {
+    /// Pods pinned to a domain may still fail to be placed (limits, capacity), which can
+    /// leave the domains they were balanced against ahead by more than maxSkew. Take pods
+    /// back out of the fullest domain until every DoNotSchedule spread holds again, as the
+    /// kube-scheduler would have refused them; they are reported unschedulable.
+    pub(crate) fn repair_spreads(&mut self) -> Vec<(usize, String)> {
+        let mut removed = Vec::new();
+        let spreads: Vec<((u32, String), SpreadRecord)> = self
+            .spreads
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ((group, key), (max_skew, min_domains, eligible)) in spreads {
+            loop {
+                let mut counts: BTreeMap<String, i64> =
+                    eligible.iter().map(|d| (d.clone(), 0)).collect();
+                // (domain) -> movable (bin, pod) placed by this solve
+                let mut movable: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
+                for (b, bin) in self.bins.iter().enumerate() {
+                    let domain = match &bin.kind {
+                        BinKind::Existing(n) => self.sched.nodes[*n].labels.get(&key).cloned(),
+                        BinKind::Claim { .. } => bin.requirements.get(&key).and_then(|r| {
+                            if r.len() == 1 {
+                                r.any().map(str::to_string)
+                            } else {
+                                None
+                            }
+                        }),
+                    };
+                    let Some(domain) = domain else { continue };
+                    let Some(count) = counts.get_mut(&domain) else {
+                        continue;
+                    };
+                    if let BinKind::Existing(n) = &bin.kind {
+                        let g = &self.groups.keys[group as usize];
+                        *count += self.sched.nodes[*n]
+                            .pods
+                            .iter()
+                            .filter(|p| g.contains(p))
+                            .count() as i64;
+                    }
+                    for &pod in &bin.pods {
+                        if self.members[pod].contains(&group) {
+                            *count += 1;
+                            movable.entry(domain.clone()).or_default().push((b, pod));
+                        }
+                    }
+                }
+                let min = if (counts.len() as u32) < min_domains.unwrap_or(1) {
+                    0
+                } else {
+                    counts.values().copied().min().unwrap_or(0)
+                };
+                let worst = counts
+                    .iter()
+                    .filter(|(d, c)| **c - min > max_skew as i64 && movable.contains_key(*d))
+                    .max_by_key(|(_, c)| **c)
+                    .map(|(d, _)| d.clone());
+                let Some(domain) = worst else { break };
+                let Some(&(b, pod)) = movable[&domain].last() else {
+                    break;
+                };
+                self.unplace(b, pod);
+                removed.push((
+                    pod,
+                    format!(
+                        "topology spread on {key}: pods balanced into other domains could not be placed, so this one would exceed maxSkew {max_skew}"
+                    ),
+                ));
+            }
+        }
+        removed
+    }
+
+    fn unplace(&mut self, b: usize, pod: usize) {
+        let request = crate::classes::node_request(&self.pods[pod]);
+        let bin = &mut self.bins[b];
+        bin.pods.retain(|p| *p != pod);
+        bin.used.sub(&request);
+        for m in &self.members[pod] {
+            bin.counts[*m as usize] = bin.counts[*m as usize].saturating_sub(1);
+            self.global_counts[*m as usize] -= 1;
+        }
+        if let BinKind::Claim {
+            pool,
+            options,
+            chosen,
+        } = &mut bin.kind
+        {
+            // A smaller load may fit a cheaper option.
+            let p = &self.sched.pools[*pool];
+            if let Some(cheaper) = options
+                .iter()
+                .copied()
+                .find(|t| bin.used.fits(&p.types[*t].free))
+            {
+                *chosen = cheaper;
+                bin.capacity = p.types[cheaper].free.clone();
+            }
+        }
+    }
+}
+
+/// Keys this module pins; always zone and capacity type, plus whatever a rule names.
+fn pinned_key(key: &str) -> bool {
+    key == labels::ZONE || key == labels::CAPACITY_TYPE
 }
