@@ -337,6 +337,16 @@ def render(template: Path, values: dict[str, str]) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    import fcntl
+
+    # Two callers at once (test binaries, a developer and CI) must not both start a cluster.
+    STATE.mkdir(parents=True, exist_ok=True)
+    with (STATE / "up.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return up_locked(args)
+
+
+def up_locked(args: argparse.Namespace) -> int:
     states = {c: alive(c) for c in COMPONENTS}
     if all(states.values()):
         say(f"already up (cluster {CLUSTER!r}, apiserver https://127.0.0.1:{port('apiserver')}, AWS http://127.0.0.1:{port('aws')}); nothing to do")
@@ -352,7 +362,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     # A fresh cluster every `up`: old etcd data would not match the freshly seeded AWS account.
     for stale in ("etcd-data", "logs", "pids"):
         shutil.rmtree(STATE / stale, ignore_errors=True)
-    STATE.mkdir(parents=True, exist_ok=True)
     pki = STATE / "pki"
     make_pki(pki)
     for user in ("admin", "scheduler", "controller-manager", "kwok"):
@@ -469,7 +478,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = []
     for name in COMPONENTS:
         rec = recorded(name)
-        where = {"registrar": "(no port)"}.get(name, f"127.0.0.1:{port(name)}")
+        where = f"127.0.0.1:{port(name)}" if name in PORTS else "(no port)"
         rows.append({"component": name, "running": alive(name), "pid": rec["pid"] if rec and alive(name) else None, "address": where, "log": str(STATE / "logs" / f"{name}.log")})
     up = all(r["running"] for r in rows)
     if args.output == "json":
