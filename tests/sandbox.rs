@@ -632,57 +632,16 @@ async fn an_instance_joins_as_its_user_data_and_iam_role_say_and_leaves_when_ter
         .unwrap()
         .launch_template
         .unwrap();
-    let instance = ec2
-        .run_instances()
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(&subnet)
-        .launch_template(
-            LaunchTemplateSpecification::builder()
-                .launch_template_id(template.launch_template_id().unwrap())
-                .build(),
-        )
-        .iam_instance_profile(IamInstanceProfileSpecification::builder().name(&id).build())
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Instance)
-                .tags(
-                    Tag::builder()
-                        .key(format!("kubernetes.io/cluster/{}", sb.cluster()))
-                        .value("owned")
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let instance = &instance.instances()[0];
-    let instance_id = instance.instance_id().unwrap().to_string();
-    let zone = instance
-        .placement()
-        .unwrap()
-        .availability_zone()
-        .unwrap()
-        .to_string();
+    let profile = IamInstanceProfileSpecification::builder().name(&id).build();
+    let template_id = template.launch_template_id().unwrap();
+    let (instance_id, zone) = launch(&ec2, sb.cluster(), template_id, profile, &subnet, &[]).await;
     let provider_id = format!("aws:///{zone}/{instance_id}");
 
     let nodes: Api<Node> = Api::all(sb.kube().await);
-    let find = |nodes: Api<Node>, provider_id: String| async move {
-        nodes
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|n| {
-                n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(provider_id.as_str())
-            })
-    };
     // Unauthorised: past the boot delay (2 s) the kubelet still cannot register.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
-        find(nodes.clone(), provider_id.clone()).await.is_none(),
+        node_with_provider_id(&nodes, &provider_id).await.is_none(),
         "a node whose role is not mapped must not join"
     );
 
@@ -695,7 +654,7 @@ async fn an_instance_joins_as_its_user_data_and_iam_role_say_and_leaves_when_ter
         .await
         .unwrap();
     let node = eventually("the Node to register", Duration::from_secs(30), || {
-        find(nodes.clone(), provider_id.clone())
+        node_with_provider_id(&nodes, &provider_id)
     })
     .await;
     let labels = node.metadata.labels.clone().unwrap();
@@ -781,7 +740,7 @@ async fn an_instance_joins_as_its_user_data_and_iam_role_say_and_leaves_when_ter
         "the Node to be removed",
         Duration::from_secs(30),
         || async {
-            find(nodes.clone(), provider_id.clone())
+            node_with_provider_id(&nodes, &provider_id)
                 .await
                 .is_none()
                 .then_some(())
@@ -812,62 +771,92 @@ async fn the_registrar_can_be_told_to_never_let_an_instance_join() {
     ]);
     // The system node group's launch template: a role aws-auth already maps.
     let asg = system_launch_template(&ec2, sb.cluster()).await;
+    let profile = IamInstanceProfileSpecification::builder()
+        .arn(&asg.1)
+        .build();
+    let subnet = system_subnet(&ec2).await;
+    let marker_tag = [("karpctl-test/never-join", marker.as_str())];
+    let (instance_id, zone) =
+        launch(&ec2, sb.cluster(), &asg.0, profile, &subnet, &marker_tag).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let nodes: Api<Node> = Api::all(sb.kube().await);
+    let provider_id = format!("aws:///{zone}/{instance_id}");
+    let joined = node_with_provider_id(&nodes, &provider_id).await;
+    assert!(
+        joined.is_none(),
+        "an instance marked never-join registered anyway"
+    );
+    ec2.terminate_instances()
+        .instance_ids(&instance_id)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Runs one instance of the cluster from a launch template; returns its ID and zone.
+async fn launch(
+    ec2: &aws_sdk_ec2::Client,
+    cluster: &str,
+    template_id: &str,
+    profile: IamInstanceProfileSpecification,
+    subnet: &str,
+    extra_tags: &[(&str, &str)],
+) -> (String, String) {
+    let mut tags = TagSpecification::builder()
+        .resource_type(ResourceType::Instance)
+        .tags(
+            Tag::builder()
+                .key(format!("kubernetes.io/cluster/{cluster}"))
+                .value("owned")
+                .build(),
+        );
+    for (key, value) in extra_tags {
+        tags = tags.tags(Tag::builder().key(*key).value(*value).build());
+    }
+    let template = LaunchTemplateSpecification::builder()
+        .launch_template_id(template_id)
+        .build();
     let launched = ec2
         .run_instances()
         .min_count(1)
         .max_count(1)
-        .launch_template(
-            LaunchTemplateSpecification::builder()
-                .launch_template_id(&asg.0)
-                .version("1")
-                .build(),
-        )
-        .iam_instance_profile(
-            IamInstanceProfileSpecification::builder()
-                .arn(&asg.1)
-                .build(),
-        )
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Instance)
-                .tags(
-                    Tag::builder()
-                        .key(format!("kubernetes.io/cluster/{}", sb.cluster()))
-                        .value("owned")
-                        .build(),
-                )
-                .tags(
-                    Tag::builder()
-                        .key("karpctl-test/never-join")
-                        .value(&marker)
-                        .build(),
-                )
-                .build(),
-        )
+        .subnet_id(subnet)
+        .launch_template(template)
+        .iam_instance_profile(profile)
+        .tag_specifications(tags.build())
         .send()
         .await
         .unwrap();
     let instance = &launched.instances()[0];
-    let provider_id = format!(
-        "aws:///{}/{}",
-        instance.placement().unwrap().availability_zone().unwrap(),
-        instance.instance_id().unwrap()
-    );
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let nodes: Api<Node> = Api::all(sb.kube().await);
-    let joined = nodes
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
+    let zone = instance.placement().unwrap().availability_zone().unwrap();
+    (
+        instance.instance_id().unwrap().to_string(),
+        zone.to_string(),
+    )
+}
+
+/// The Node whose providerID is `provider_id`, if one is registered.
+async fn node_with_provider_id(nodes: &Api<Node>, provider_id: &str) -> Option<Node> {
+    let list = nodes.list(&ListParams::default()).await.ok()?;
+    list.items
         .into_iter()
-        .any(|n| n.spec.and_then(|s| s.provider_id).as_deref() == Some(provider_id.as_str()));
-    assert!(!joined, "an instance marked never-join registered anyway");
-    ec2.terminate_instances()
-        .instance_ids(instance.instance_id().unwrap())
+        .find(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(provider_id))
+}
+
+/// The first of the cluster's subnets (a private subnet in the first zone).
+async fn system_subnet(ec2: &aws_sdk_ec2::Client) -> String {
+    let subnets = ec2
+        .describe_subnets()
+        .filters(
+            Filter::builder()
+                .name("tag:kubernetes.io/role/internal-elb")
+                .values("1")
+                .build(),
+        )
         .send()
         .await
         .unwrap();
+    subnets.subnets()[0].subnet_id().unwrap().to_string()
 }
 
 /// The system node group's launch template and instance profile (mapped in aws-auth).
