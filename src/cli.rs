@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "karpctl", version, about = "Karpenter-style node autoscaling for an existing EKS cluster")]
+#[command(
+    name = "karpctl",
+    version,
+    about = "Karpenter-style node autoscaling for an existing EKS cluster"
+)]
 pub struct Cli {
     /// How results are printed: human-readable text, or JSON for scripts.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text)]
@@ -34,4 +38,58 @@ pub enum Command {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
+    /// Plan the NodeClaims Karpenter would launch for pending workloads, and what they cost.
+    ///
+    /// Reads Pods, Deployments, ReplicaSets, StatefulSets, Jobs (replicas expanded),
+    /// DaemonSets, Nodes with their bound Pods, NodePools and EC2NodeClasses (v1 or v1beta1).
+    Simulate {
+        /// Manifest file to read (`-` for stdin); repeat for several files.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        catalogue: CatalogueArgs,
+    },
+    /// Explain, for one pending pod, why each existing node and instance type is or is not
+    /// a place for it.
+    Explain {
+        /// The pod: `name` or `namespace/name`; replicas are named `<workload>-<index>`.
+        pod: String,
+        /// Manifest file to read (`-` for stdin); repeat for several files.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        catalogue: CatalogueArgs,
+    },
+    /// List instance types: all of the catalogue, or those a NodePool allows, with capacity,
+    /// allocatable, max pods, price per offering and labels.
+    InstanceTypes {
+        /// Manifest files holding the NodePool (and its EC2NodeClass).
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// Only the types this NodePool allows.
+        #[arg(long = "node-pool", requires = "files")]
+        node_pool: Option<String>,
+        #[command(flatten)]
+        catalogue: CatalogueArgs,
+    },
+}
+
+/// Where instance types and prices come from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CatalogueArgs {
+    /// AWS region; prices outside us-east-1 fall back to us-east-1 figures.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Availability zones to offer capacity in (default: <region>a,b,c).
+    #[arg(long, value_delimiter = ',')]
+    pub zones: Vec<String>,
+    /// Instance-type data in the shipped `instance-types.json` format instead of the shipped data.
+    #[arg(long = "instance-types", value_name = "FILE")]
+    pub instance_types: Option<PathBuf>,
+    /// Offer spot capacity (prices synthesized from on-demand; NodePools still decide). Default.
+    #[arg(long, overrides_with = "no_spot")]
+    pub spot: bool,
+    /// Offer on-demand capacity only.
+    #[arg(long = "no-spot", overrides_with = "spot")]
+    pub no_spot: bool,
 }

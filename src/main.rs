@@ -5,7 +5,9 @@
 
 mod cli;
 mod commands;
+mod nodepools;
 mod printer;
+mod workloads;
 
 use std::process::ExitCode;
 

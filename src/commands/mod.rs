@@ -1,6 +1,9 @@
 //! One module per subcommand; `run` dispatches and returns the process exit code.
 
 mod convert;
+mod explain;
+mod instance_types;
+mod simulate;
 mod version;
 
 use std::process::ExitCode;
@@ -12,5 +15,16 @@ pub fn run(command: Command, printer: &Printer) -> anyhow::Result<ExitCode> {
     match command {
         Command::Version => version::run(printer),
         Command::Convert { files } => convert::run(&files, printer),
+        Command::Simulate { files, catalogue } => simulate::run(&files, &catalogue, printer),
+        Command::Explain {
+            pod,
+            files,
+            catalogue,
+        } => explain::run(&pod, &files, &catalogue, printer),
+        Command::InstanceTypes {
+            files,
+            node_pool,
+            catalogue,
+        } => instance_types::run(&files, node_pool.as_deref(), &catalogue, printer),
     }
 }

@@ -132,11 +132,11 @@ impl Scheduler {
                         Some(r) => {
                             if !request.fits(&pt.free) {
                                 Some(format!(
-                                    "too small: needs {} of {}, has {} allocatable with {} taken by DaemonSets",
-                                    request,
+                                    "too small: short of {} (needs {} plus DaemonSets {}; allocatable {})",
                                     request.exceeding(&pt.free).join(", "),
-                                    it.allocatable,
-                                    pt.overhead
+                                    request,
+                                    pt.overhead,
+                                    it.allocatable
                                 ))
                             } else {
                                 let o =

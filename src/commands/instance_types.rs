@@ -1,0 +1,117 @@
+//! `karpctl instance-types`: the catalogue the scheduler chooses from — all of it, or what
+//! one NodePool allows — with capacity, allocatable (after kube-reserved, eviction threshold
+//! and VM overhead), max pods, the price of every offering and the well-known labels.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use karpctl_cloud::resources::{format_bytes, format_cpu};
+use karpctl_cloud::{CapacityType, InstanceType, NodeSettings, labels};
+use karpctl_scheduling::Requirements;
+
+use crate::cli::CatalogueArgs;
+use crate::commands::simulate::source;
+use crate::nodepools::node_pools;
+use crate::printer::Printer;
+use crate::workloads;
+
+fn cheapest(it: &InstanceType, kind: CapacityType) -> String {
+    it.cheapest_offering(|o| o.capacity_type == kind)
+        .map(|o| format!("{:.4}", o.price))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn text(types: &Vec<InstanceType>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<22} {:>5} {:>9} {:>9} {:>10} {:>8} {:<6} {:>10} {:>10}",
+        "NAME",
+        "VCPU",
+        "MEMORY",
+        "ALLOC CPU",
+        "ALLOC MEM",
+        "MAX PODS",
+        "ARCH",
+        "OD $/H",
+        "SPOT $/H"
+    );
+    for it in types {
+        let _ = writeln!(
+            out,
+            "{:<22} {:>5} {:>9} {:>9} {:>10} {:>8} {:<6} {:>10} {:>10}",
+            it.name,
+            it.capacity.cpu / 1000,
+            format_bytes(it.capacity.memory),
+            format_cpu(it.allocatable.cpu),
+            format_bytes(it.allocatable.memory),
+            it.allocatable.pods,
+            it.label(labels::ARCH).unwrap_or("-"),
+            cheapest(it, CapacityType::OnDemand),
+            cheapest(it, CapacityType::Spot),
+        );
+    }
+    let _ = writeln!(out, "{} instance types", types.len());
+    out
+}
+
+/// Whether a pool's requirements (name, labels and requirements folded in) admit the type.
+fn allowed(requirements: &Requirements, it: &InstanceType) -> bool {
+    requirements.iter().all(|r| match r.key.as_str() {
+        labels::ZONE | labels::CAPACITY_TYPE => it.offerings.iter().any(|o| {
+            requirements.allows(labels::ZONE, &o.zone)
+                && requirements.allows(labels::CAPACITY_TYPE, o.capacity_type.as_str())
+        }),
+        key => match it.labels.get(key) {
+            Some(v) => r.has(v),
+            None => !labels::is_well_known(key) || r.allows_absent(),
+        },
+    })
+}
+
+pub fn run(
+    files: &[PathBuf],
+    node_pool: Option<&str>,
+    args: &CatalogueArgs,
+    printer: &Printer,
+) -> anyhow::Result<ExitCode> {
+    let types: Vec<InstanceType> = match node_pool {
+        None if files.is_empty() => source(args).load(NodeSettings::default())?.instance_types,
+        _ => {
+            let cluster = workloads::read(files)?;
+            let (pools, _) = node_pools(&cluster.node_pools, &cluster.node_classes, &source(args))?;
+            let wanted = match node_pool {
+                Some(name) => pools.iter().find(|p| p.name == name).ok_or_else(|| {
+                    let known: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+                    anyhow!(
+                        "no NodePool named {name:?} in the input (found: {})",
+                        known.join(", ")
+                    )
+                })?,
+                None => match pools.as_slice() {
+                    [one] => one,
+                    _ => {
+                        return Err(anyhow!(
+                            "the input has {} NodePools; choose one with --node-pool",
+                            pools.len()
+                        ));
+                    }
+                },
+            };
+            let mut requirements = wanted.requirements.clone();
+            for (k, v) in &wanted.labels {
+                requirements.add(karpctl_scheduling::Requirement::exactly(k, v));
+            }
+            wanted
+                .instance_types
+                .iter()
+                .filter(|it| allowed(&requirements, it))
+                .cloned()
+                .collect()
+        }
+    };
+    printer.result(&types, text)?;
+    Ok(ExitCode::SUCCESS)
+}

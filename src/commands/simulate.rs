@@ -1,0 +1,427 @@
+//! `karpctl simulate`: what Karpenter would launch for these workloads, and what it costs.
+//! Reads manifests, runs the same `Scheduler::solve` the controller uses, prints the plan as a
+//! table (or the JSON document described in `docs/simulate-json.md`), and re-checks the plan
+//! with the independent checker so a wrong plan is never shown as right.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use karpctl_cloud::resources::{format_bytes, format_cpu};
+use karpctl_scheduling::checker::{Input, verify};
+use karpctl_scheduling::{Pod, Resources, Results, Scheduler};
+use serde::Serialize;
+
+use crate::cli::CatalogueArgs;
+use crate::nodepools::{CatalogueSource, node_pools};
+use crate::printer::Printer;
+use crate::workloads;
+
+/// Version of the JSON document; bumped only on incompatible changes.
+pub const SCHEMA: &str = "karpctl.simulate/v1";
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub schema: &'static str,
+    pub region: String,
+    pub summary: Summary,
+    pub node_claims: Vec<NodeClaimReport>,
+    pub existing_nodes: Vec<ExistingReport>,
+    pub unschedulable: Vec<UnschedulableReport>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub pods: usize,
+    pub node_claims: usize,
+    pub price_per_hour: f64,
+    pub pods_on_new_nodes: usize,
+    pub pods_on_existing_nodes: usize,
+    pub unschedulable_pods: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeClaimReport {
+    pub name: String,
+    pub node_pool: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: String,
+    pub price_per_hour: f64,
+    pub pods: Vec<String>,
+    pub requests: ResourceReport,
+    pub daemon_set_overhead: ResourceReport,
+    pub allocatable: ResourceReport,
+    pub utilization: Utilization,
+    pub instance_type_options: Vec<OptionReport>,
+    pub requirements: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceReport {
+    pub cpu: String,
+    pub memory: String,
+    pub pods: i64,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extended: std::collections::BTreeMap<String, i64>,
+}
+
+impl From<&Resources> for ResourceReport {
+    fn from(r: &Resources) -> Self {
+        Self {
+            cpu: format_cpu(r.cpu),
+            memory: format_bytes(r.memory),
+            pods: r.pods,
+            extended: r.extended.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Utilization {
+    pub cpu: f64,
+    pub memory: f64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OptionReport {
+    pub name: String,
+    pub price_per_hour: f64,
+}
+
+#[derive(Serialize)]
+pub struct ExistingReport {
+    pub node: String,
+    pub pods: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct UnschedulableReport {
+    pub pod: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    pub reason: String,
+}
+
+pub fn source(args: &CatalogueArgs) -> CatalogueSource {
+    CatalogueSource {
+        region: args.region.clone(),
+        zones: args.zones.clone(),
+        spot: !args.no_spot,
+        file: args.instance_types.clone(),
+    }
+}
+
+fn ratio(used: i64, of: i64) -> f64 {
+    if of > 0 {
+        (used as f64 / of as f64 * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
+pub fn report(pods: &[Pod], results: &Results, region: &str, notes: Vec<String>) -> Report {
+    let node_claims: Vec<NodeClaimReport> = results
+        .node_claims
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let total = c.requests.plus(&c.daemon_overhead);
+            NodeClaimReport {
+                name: format!("{}-{}", c.node_pool, i + 1),
+                node_pool: c.node_pool.clone(),
+                instance_type: c.instance_type.clone(),
+                zone: c.zone.clone(),
+                capacity_type: c.capacity_type.as_str().to_string(),
+                price_per_hour: c.price,
+                pods: c.pods.iter().map(|p| pods[*p].to_string()).collect(),
+                requests: (&c.requests).into(),
+                daemon_set_overhead: (&c.daemon_overhead).into(),
+                allocatable: (&c.allocatable).into(),
+                utilization: Utilization {
+                    cpu: ratio(total.cpu, c.allocatable.cpu),
+                    memory: ratio(total.memory, c.allocatable.memory),
+                },
+                instance_type_options: c
+                    .instance_type_options
+                    .iter()
+                    .map(|o| OptionReport {
+                        name: o.name.clone(),
+                        price_per_hour: o.price,
+                    })
+                    .collect(),
+                requirements: c.requirements.iter().map(|r| r.to_string()).collect(),
+            }
+        })
+        .collect();
+    let on_existing: usize = results.existing.iter().map(|e| e.pods.len()).sum();
+    let on_new: usize = results.node_claims.iter().map(|c| c.pods.len()).sum();
+    Report {
+        schema: SCHEMA,
+        region: region.to_string(),
+        summary: Summary {
+            pods: pods.len(),
+            node_claims: node_claims.len(),
+            price_per_hour: (results.total_price() * 1e6).round() / 1e6,
+            pods_on_new_nodes: on_new,
+            pods_on_existing_nodes: on_existing,
+            unschedulable_pods: results.unschedulable.len(),
+        },
+        node_claims,
+        existing_nodes: results
+            .existing
+            .iter()
+            .map(|e| ExistingReport {
+                node: e.node.clone(),
+                pods: e.pods.iter().map(|p| pods[*p].to_string()).collect(),
+            })
+            .collect(),
+        unschedulable: results
+            .unschedulable
+            .iter()
+            .map(|u| UnschedulableReport {
+                pod: pods[u.pod].to_string(),
+                owner: pods[u.pod].owner.clone(),
+                reason: u.reason.clone(),
+            })
+            .collect(),
+        notes,
+    }
+}
+
+fn percent(v: f64) -> String {
+    format!("{:.0}%", v * 100.0)
+}
+
+pub fn text(r: &Report) -> String {
+    let mut out = String::new();
+    if r.node_claims.is_empty() {
+        out.push_str("No new NodeClaims.\n");
+    } else {
+        let rows: Vec<[String; 9]> = r
+            .node_claims
+            .iter()
+            .map(|c| {
+                [
+                    c.name.clone(),
+                    c.instance_type.clone(),
+                    c.zone.clone(),
+                    c.capacity_type.clone(),
+                    format!("{:.4}", c.price_per_hour),
+                    c.pods.len().to_string(),
+                    percent(c.utilization.cpu),
+                    percent(c.utilization.memory),
+                    c.instance_type_options.len().to_string(),
+                ]
+            })
+            .collect();
+        let header = [
+            "NODECLAIM",
+            "INSTANCE TYPE",
+            "ZONE",
+            "CAPACITY",
+            "$/HOUR",
+            "PODS",
+            "CPU",
+            "MEMORY",
+            "OPTIONS",
+        ];
+        let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        let line = |cells: &[String]| -> String {
+            let mut s = String::new();
+            for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+                // Numbers right-aligned, words left-aligned.
+                if i >= 4 {
+                    let _ = write!(s, "{cell:>w$}  ");
+                } else {
+                    let _ = write!(s, "{cell:<w$}  ");
+                }
+            }
+            s.trim_end().to_string() + "\n"
+        };
+        out.push_str(&line(&header.map(String::from)));
+        for row in &rows {
+            out.push_str(&line(row));
+        }
+    }
+    for e in &r.existing_nodes {
+        let _ = writeln!(out, "existing node {}: {} pod(s)", e.node, e.pods.len());
+    }
+    let s = &r.summary;
+    let _ = writeln!(
+        out,
+        "\nPlan: {} NodeClaim(s), ${:.4}/hour (${:.2}/month); {} pod(s): {} on new nodes, {} on existing nodes, {} unschedulable.",
+        s.node_claims,
+        s.price_per_hour,
+        s.price_per_hour * 730.0,
+        s.pods,
+        s.pods_on_new_nodes,
+        s.pods_on_existing_nodes,
+        s.unschedulable_pods
+    );
+    if !r.unschedulable.is_empty() {
+        out.push_str("\nUnschedulable:\n");
+        for u in &r.unschedulable {
+            let _ = writeln!(out, "  {}: {}", u.pod, u.reason);
+        }
+    }
+    out
+}
+
+pub fn run(files: &[PathBuf], args: &CatalogueArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let cluster = workloads::read(files)?;
+    let (pools, pool_notes) =
+        node_pools(&cluster.node_pools, &cluster.node_classes, &source(args))?;
+    let mut notes = cluster.notes.clone();
+    notes.extend(pool_notes);
+    if pools.is_empty() {
+        notes.push("no NodePools in the input: only existing nodes can take pods".to_string());
+    }
+    for n in &notes {
+        printer.progress(format!("note: {n}"));
+    }
+    let scheduler = Scheduler::new(
+        pools.clone(),
+        cluster.nodes.clone(),
+        cluster.daemon_sets.clone(),
+    );
+    let results = scheduler.solve(&cluster.pods);
+    let input = Input {
+        pods: &cluster.pods,
+        node_pools: &pools,
+        nodes: &cluster.nodes,
+        daemon_sets: &cluster.daemon_sets,
+    };
+    let violations = verify(&input, &results);
+    if !violations.is_empty() {
+        anyhow::bail!(
+            "internal error: the plan failed its own check: {}",
+            violations.join("; ")
+        );
+    }
+    let report = report(&cluster.pods, &results, &args.region, notes);
+    printer.result(&report, text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/simulate")
+            .join(name)
+    }
+
+    fn args() -> CatalogueArgs {
+        CatalogueArgs {
+            region: "us-east-1".into(),
+            zones: Vec::new(),
+            instance_types: None,
+            spot: false,
+            no_spot: false,
+        }
+    }
+
+    #[test]
+    fn the_example_plans_every_pod_and_keeps_its_schema() {
+        let files = [
+            example("nodepools.yaml"),
+            example("workloads.yaml"),
+            example("nodes.yaml"),
+        ];
+        let cluster = workloads::read(&files).unwrap();
+        let (pools, _) =
+            node_pools(&cluster.node_pools, &cluster.node_classes, &source(&args())).unwrap();
+        let results = Scheduler::new(pools, cluster.nodes.clone(), cluster.daemon_sets.clone())
+            .solve(&cluster.pods);
+        let report = report(&cluster.pods, &results, "us-east-1", Vec::new());
+        assert_eq!(report.summary.pods, 17);
+        assert_eq!(
+            report.summary.unschedulable_pods,
+            0,
+            "{:?}",
+            report
+                .unschedulable
+                .iter()
+                .map(|u| &u.reason)
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            report
+                .node_claims
+                .iter()
+                .any(|c| c.node_pool == "gpu" && c.instance_type.starts_with('g'))
+        );
+        // The documented top-level shape (docs/simulate-json.md).
+        let json = serde_json::to_value(&report).unwrap();
+        for key in [
+            "schema",
+            "region",
+            "summary",
+            "nodeClaims",
+            "existingNodes",
+            "unschedulable",
+            "notes",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key}");
+        }
+        for key in [
+            "name",
+            "nodePool",
+            "instanceType",
+            "zone",
+            "capacityType",
+            "pricePerHour",
+            "pods",
+            "requests",
+            "daemonSetOverhead",
+            "allocatable",
+            "utilization",
+            "instanceTypeOptions",
+            "requirements",
+        ] {
+            assert!(
+                json["nodeClaims"][0].get(key).is_some(),
+                "missing nodeClaims[].{key}"
+            );
+        }
+        assert_eq!(json["schema"], SCHEMA);
+        let text = text(&report);
+        assert!(text.contains("Plan: "), "{text}");
+    }
+
+    #[test]
+    fn unknown_instance_types_are_refused() {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("karpctl-bad-pool-{}.yaml", std::process::id()));
+        std::fs::write(
+            &path,
+            "apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {name: p}\nspec:\n  template:\n    spec:\n      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: d}\n      requirements:\n        - {key: node.kubernetes.io/instance-type, operator: In, values: [m5.huge]}\n",
+        )
+        .unwrap();
+        let cluster = workloads::read(std::slice::from_ref(&path)).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let err =
+            node_pools(&cluster.node_pools, &cluster.node_classes, &source(&args())).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("NodePool/p")
+                && text.contains("m5.huge")
+                && text.contains("requirements[0]"),
+            "{text}"
+        );
+    }
+}
