@@ -71,10 +71,10 @@ def kwok_bin() -> Path:
     return CACHE / f"kwok-{KWOK_VERSION}" / "kwok"
 
 
-def go_build(what: str, args: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
+def go_build(what: str, minutes: int, args: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
     if shutil.which("go") is None:
         raise SandboxError("`go` is not on PATH: install Go 1.26 or newer (https://go.dev/dl) and retry")
-    say(f"building {what} (first time only; about 5 minutes on 2 cores) -> {log}")
+    say(f"building {what} (first time only; up to {minutes} minutes on 2 cores) -> {log}")
     started = time.time()
     with log.open("w") as out:
         result = subprocess.run(args, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
@@ -93,7 +93,7 @@ def ensure_binaries() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         go_build(
-            f"Kubernetes {KUBE_VERSION} control plane and etcd",
+            f"Kubernetes {KUBE_VERSION} control plane and etcd", 9,
             ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp) + "/",
              "k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-scheduler",
              "k8s.io/kubernetes/cmd/kube-controller-manager", "k8s.io/kubernetes/cmd/kubectl",
@@ -105,7 +105,7 @@ def ensure_binaries() -> None:
         tmp.rename(target)
     if not kwok_bin().exists():
         go_build(
-            f"kwok {KWOK_VERSION}",
+            f"kwok {KWOK_VERSION}", 2,
             ["go", "install", "-trimpath", "-ldflags=-s -w", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
             CACHE, {"GOBIN": str(kwok_bin().parent), "GOFLAGS": ""}, CACHE / "build-kwok.log",
         )
