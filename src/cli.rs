@@ -30,6 +30,10 @@ pub enum OutputFormat {
 pub enum Command {
     /// Print karpctl's version and the Kubernetes and Karpenter API versions it speaks.
     Version,
+    /// Set up Karpenter-style autoscaling on an existing EKS cluster (today: the AWS side).
+    ///
+    /// Plans first, Terraform-style, then asks before applying; a second run changes nothing.
+    Init(InitArgs),
     /// Convert v1beta1 NodePools, NodeClaims and EC2NodeClasses to v1, noting every change.
     ///
     /// Converted manifests go to stdout, notes to stderr; other objects pass through unchanged.
@@ -92,4 +96,45 @@ pub struct CatalogueArgs {
     /// Offer on-demand capacity only.
     #[arg(long = "no-spot", overrides_with = "spot")]
     pub no_spot: bool,
+}
+
+/// `karpctl init`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InitArgs {
+    /// The EKS cluster to set up.
+    #[arg(long)]
+    pub cluster: String,
+    /// AWS region (default: resolved as the AWS CLI does: AWS_REGION, then the profile).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS profile from ~/.aws/config (default: AWS_PROFILE, then `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Print the plan and exit without changing anything.
+    #[arg(long)]
+    pub plan: bool,
+    /// Apply without asking for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// With --plan: exit 0 when there is nothing to do, 2 when there are changes.
+    #[arg(long = "detailed-exitcode")]
+    pub detailed_exitcode: bool,
+    /// How the controller gets AWS credentials (default: Pod Identity when the cluster
+    /// supports it, else IRSA).
+    #[arg(long, value_enum)]
+    pub identity: Option<IdentityArg>,
+    /// Namespace of the controller's service account.
+    #[arg(long, default_value = "kube-system")]
+    pub namespace: String,
+    /// Name of the controller's service account.
+    #[arg(long = "service-account", default_value = "karpenter")]
+    pub service_account: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IdentityArg {
+    /// EKS Pod Identity (an association for the service account).
+    PodIdentity,
+    /// IAM roles for service accounts (the cluster's OIDC provider).
+    Irsa,
 }

@@ -3,9 +3,11 @@
 //! `main` only parses the command line, runs one command and turns its outcome into an exit
 //! code; each subcommand lives in `commands/<verb>.rs`.
 
+mod aws;
 mod cli;
 mod commands;
 mod nodepools;
+mod plan;
 mod printer;
 mod workloads;
 

@@ -17,6 +17,12 @@ impl Printer {
         Self { format }
     }
 
+    /// Whether results are JSON, for commands that print more than one thing in text mode
+    /// (a plan, then what was applied) but must print one JSON document.
+    pub fn is_json(&self) -> bool {
+        self.format == OutputFormat::Json
+    }
+
     /// Print a command's result: `text` renders it for people; JSON is the serialized value.
     pub fn result<T: Serialize>(
         &self,

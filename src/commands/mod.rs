@@ -2,6 +2,7 @@
 
 mod convert;
 mod explain;
+mod init;
 mod instance_types;
 mod simulate;
 mod version;
@@ -14,6 +15,7 @@ use crate::printer::Printer;
 pub fn run(command: Command, printer: &Printer) -> anyhow::Result<ExitCode> {
     match command {
         Command::Version => version::run(printer),
+        Command::Init(args) => init::run(&args, printer),
         Command::Convert { files } => convert::run(&files, printer),
         Command::Simulate { files, catalogue } => simulate::run(&files, &catalogue, printer),
         Command::Explain {

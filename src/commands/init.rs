@@ -1,0 +1,146 @@
+//! `karpctl init`: discovery, then a plan of everything the cluster needs on the AWS side
+//! (node role, interruption queue and rules, controller policies, role and identity, Spot
+//! service-linked role, node access, discovery tags), shown Terraform-style; with `--plan`
+//! that is all, otherwise it asks (or takes `--yes`) and applies with progress. Every resource
+//! is tagged as karpctl's, so the next run — from any machine — plans only what is missing.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::aws::Aws;
+use crate::cli::{IdentityArg, InitArgs};
+use crate::plan::init::{self, Desired, IdentityMode, Options};
+use crate::plan::{self, Applied, PlanDocument};
+use crate::printer::Printer;
+
+/// `--output json` for an apply: the plan and what was applied, in one document.
+#[derive(Serialize)]
+struct InitResult<'a> {
+    cluster: &'a init::Cluster,
+    identity: IdentityMode,
+    plan: PlanDocument<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied: Option<&'a Applied>,
+}
+
+pub fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(run_async(args, printer))
+}
+
+async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let aws = Aws::connect(args.profile.as_deref(), args.region.as_deref())
+        .await
+        .context("resolving AWS configuration")?;
+    printer.progress(format!(
+        "Discovering EKS cluster {} in {}...",
+        args.cluster, aws.region
+    ));
+    let cluster = aws
+        .discover(&args.cluster)
+        .await
+        .context("discovering the cluster")?;
+    printer.progress(format!(
+        "Cluster {} (Kubernetes {}, authentication mode {}) in account {} as {}; {} node group{}.",
+        cluster.name,
+        cluster.version,
+        cluster.authentication_mode,
+        cluster.account,
+        cluster.caller_arn,
+        cluster.node_groups.len(),
+        if cluster.node_groups.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
+    ));
+    let options = Options {
+        identity: args.identity.map(|i| match i {
+            IdentityArg::PodIdentity => IdentityMode::PodIdentity,
+            IdentityArg::Irsa => IdentityMode::Irsa,
+        }),
+        namespace: args.namespace.clone(),
+        service_account: args.service_account.clone(),
+    };
+    let desired = Desired::new(cluster, &options)?;
+    printer.progress(format!(
+        "Controller identity: {}{} for {}/{}.",
+        desired.identity,
+        if options.identity.is_some() {
+            ""
+        } else {
+            " (chosen automatically; --identity overrides)"
+        },
+        desired.namespace,
+        desired.service_account
+    ));
+    let current = aws
+        .current(&desired)
+        .await
+        .context("reading the current state of karpctl's resources")?;
+    let plan = init::plan(&desired, &current);
+
+    fn result<'a>(
+        desired: &'a Desired,
+        plan: &'a plan::Plan<init::InitOp>,
+        applied: Option<&'a Applied>,
+    ) -> InitResult<'a> {
+        InitResult {
+            cluster: &desired.cluster,
+            identity: desired.identity,
+            plan: plan.document(),
+            applied,
+        }
+    }
+
+    if args.plan {
+        printer.result(&result(&desired, &plan, None), |_| plan.render())?;
+        return Ok(if args.detailed_exitcode && plan.has_changes() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+
+    if !printer.is_json() {
+        printer.result(&(), |_| plan.render())?;
+    }
+    if !plan.has_changes() {
+        if printer.is_json() {
+            printer.result(&result(&desired, &plan, None), |_| String::new())?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.yes {
+        confirm()?;
+    }
+    let applied = plan::apply(&plan, &aws, |line| printer.progress(line)).await?;
+    printer.result(&result(&desired, &plan, Some(&applied)), |_| {
+        format!("\n{}", applied.render())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Terraform's confirmation: only `yes` goes ahead. Without a terminal there is no one to
+/// ask, so `--yes` must say it.
+fn confirm() -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!(
+            "there are changes to apply and no terminal to confirm them on; pass --yes to apply without asking, or --plan to only show the plan"
+        );
+    }
+    eprint!(
+        "\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+    );
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        bail!("apply cancelled; nothing was changed");
+    }
+    Ok(())
+}

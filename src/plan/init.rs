@@ -1,0 +1,1324 @@
+//! The AWS side of `karpctl init` as pure data: the facts discovery found ([`Cluster`]), the
+//! state every karpctl resource is in now ([`Current`]), what it should be ([`Desired`]),
+//! and [`plan`], which compares the two and yields the operations ([`InitOp`]) that close the
+//! gap — nothing for a resource that already matches, so a second run plans "No changes."
+//! Nothing here talks to AWS; `aws::state` reads `Current` and `aws::apply` executes ops.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::iam_policies::{self, PolicyDocument, RenderError, Scope};
+use super::{Action, Item, Plan, Resource};
+
+/// Marks every resource karpctl creates, so any later run on any machine can find them.
+pub const MANAGED_BY_TAG: &str = "karpctl.sh/managed-by";
+pub const MANAGED_BY: &str = "karpctl";
+pub const CLUSTER_TAG: &str = "karpctl.sh/cluster";
+/// How Karpenter's EC2NodeClass selectors find subnets and security groups.
+pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
+/// Set next to a discovery tag karpctl added (value: the cluster), so `uninstall` removes
+/// only the discovery tags karpctl put there and leaves a pre-existing one alone.
+pub const DISCOVERY_OWNER_TAG: &str = "karpctl.sh/discovery-tag";
+
+pub const POD_IDENTITY_AGENT: &str = "eks-pod-identity-agent";
+pub const SPOT_SERVICE: &str = "spot.amazonaws.com";
+pub const SPOT_ROLE: &str = "AWSServiceRoleForEC2Spot";
+pub const QUEUE_TARGET_ID: &str = "KarpenterInterruptionQueueTarget";
+const NODE_POLICIES: &[&str] = &[
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEKS_CNI_Policy",
+    // ECR pull policy: chosen at discovery (PullOnly, or ReadOnly where PullOnly is missing).
+    "AmazonSSMManagedInstanceCore",
+];
+
+pub type Tags = BTreeMap<String, String>;
+
+/// How the controller gets AWS credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityMode {
+    PodIdentity,
+    Irsa,
+}
+
+impl std::fmt::Display for IdentityMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IdentityMode::PodIdentity => "EKS Pod Identity",
+            IdentityMode::Irsa => "IRSA",
+        })
+    }
+}
+
+/// What discovery learned about the cluster and account (read-only).
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub region: String,
+    pub account: String,
+    pub caller_arn: String,
+    pub partition: String,
+    pub endpoint: String,
+    pub version: String,
+    pub oidc_issuer: Option<String>,
+    /// `accessConfig.authenticationMode`: CONFIG_MAP, API_AND_CONFIG_MAP or API.
+    pub authentication_mode: String,
+    pub cluster_security_group: Option<String>,
+    pub vpc: String,
+    pub node_groups: Vec<NodeGroup>,
+    /// The Pod Identity add-on API answers for this cluster.
+    pub pod_identity_available: bool,
+    /// `AmazonEC2ContainerRegistryPullOnly`, or `...ReadOnly` where PullOnly does not exist.
+    pub ecr_policy: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeGroup {
+    pub name: String,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+}
+
+impl Cluster {
+    /// Access entries work when the authentication mode includes the EKS API.
+    pub fn api_access(&self) -> bool {
+        self.authentication_mode.contains("API")
+    }
+}
+
+/// Choices the user made (or left to karpctl).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub identity: Option<IdentityMode>,
+    pub namespace: String,
+    pub service_account: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            identity: None,
+            namespace: "kube-system".into(),
+            service_account: "karpenter".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "--identity irsa needs an OIDC issuer, and cluster {0} has none; use --identity pod-identity, or associate an OIDC provider first (`eksctl utils associate-iam-oidc-provider --cluster {0} --approve`)"
+    )]
+    NoOidcIssuer(String),
+    #[error(transparent)]
+    Policy(#[from] RenderError),
+}
+
+/// A role as it should be.
+#[derive(Debug, Clone)]
+pub struct RoleSpec {
+    pub name: String,
+    pub arn: String,
+    pub description: String,
+    pub trust: Value,
+    pub policies: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleSpec {
+    pub name: String,
+    pub description: String,
+    pub pattern: Value,
+}
+
+/// Everything init's AWS side should leave behind, derived from the cluster and options.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub cluster: Cluster,
+    pub identity: IdentityMode,
+    pub namespace: String,
+    pub service_account: String,
+    pub tags: Tags,
+    pub node_role: RoleSpec,
+    pub queue_name: String,
+    pub queue_arn: String,
+    pub queue_attributes: BTreeMap<String, String>,
+    pub rules: Vec<RuleSpec>,
+    pub policies: Vec<(PolicyDocument, String)>,
+    pub controller_role: RoleSpec,
+    pub oidc_provider_arn: Option<String>,
+    pub discovery_targets: Vec<String>,
+}
+
+/// The interruption events Karpenter handles: (rule suffix, source, detail-type), as
+/// upstream's CloudFormation template wires them.
+pub const INTERRUPTION_EVENTS: &[(&str, &str, &str)] = &[
+    ("ScheduledChange", "aws.health", "AWS Health Event"),
+    (
+        "SpotInterruption",
+        "aws.ec2",
+        "EC2 Spot Instance Interruption Warning",
+    ),
+    (
+        "Rebalance",
+        "aws.ec2",
+        "EC2 Instance Rebalance Recommendation",
+    ),
+    (
+        "InstanceStateChange",
+        "aws.ec2",
+        "EC2 Instance State-change Notification",
+    ),
+    (
+        "CapacityReservationInterruption",
+        "aws.ec2",
+        "EC2 Capacity Reservation Instance Interruption Warning",
+    ),
+];
+
+impl Desired {
+    pub fn new(cluster: Cluster, options: &Options) -> Result<Self, PlanError> {
+        let c = &cluster.name;
+        let p = &cluster.partition;
+        let account = &cluster.account;
+        let region = &cluster.region;
+        let identity = match options.identity {
+            Some(mode) => mode,
+            None if cluster.api_access() || cluster.pod_identity_available => {
+                IdentityMode::PodIdentity
+            }
+            None => IdentityMode::Irsa,
+        };
+        if identity == IdentityMode::Irsa && cluster.oidc_issuer.is_none() {
+            return Err(PlanError::NoOidcIssuer(c.clone()));
+        }
+        let tags = Tags::from([
+            (MANAGED_BY_TAG.to_string(), MANAGED_BY.to_string()),
+            (CLUSTER_TAG.to_string(), c.clone()),
+        ]);
+
+        let node_role_name = format!("KarpenterNodeRole-{c}");
+        let node_role_arn = format!("arn:{p}:iam::{account}:role/{node_role_name}");
+        let mut node_policies: Vec<String> = NODE_POLICIES
+            .iter()
+            .map(|n| format!("arn:{p}:iam::aws:policy/{n}"))
+            .collect();
+        node_policies.insert(2, format!("arn:{p}:iam::aws:policy/{}", cluster.ecr_policy));
+        let node_role = RoleSpec {
+            name: node_role_name,
+            arn: node_role_arn.clone(),
+            description: format!("Nodes Karpenter launches for EKS cluster {c} (karpctl)"),
+            trust: service_trust(&["ec2.amazonaws.com"], &["sts:AssumeRole"]),
+            policies: node_policies,
+        };
+
+        let queue_name = format!("Karpenter-{c}");
+        let queue_arn = format!("arn:{p}:sqs:{region}:{account}:{queue_name}");
+        let queue_attributes = BTreeMap::from([
+            ("MessageRetentionPeriod".to_string(), "300".to_string()),
+            ("SqsManagedSseEnabled".to_string(), "true".to_string()),
+            ("Policy".to_string(), queue_policy(&queue_arn).to_string()),
+        ]);
+        let rules = INTERRUPTION_EVENTS
+            .iter()
+            .map(|(suffix, source, detail_type)| RuleSpec {
+                name: format!("Karpenter-{c}-{suffix}"),
+                description: format!("{detail_type} events for Karpenter on {c} (karpctl)"),
+                pattern: json!({"source": [source], "detail-type": [detail_type]}),
+            })
+            .collect();
+
+        let scope = Scope {
+            partition: p.clone(),
+            region: region.clone(),
+            account: account.clone(),
+            cluster: c.clone(),
+            queue_arn: queue_arn.clone(),
+            node_role_arn: node_role_arn.clone(),
+        };
+        let policies: Vec<(PolicyDocument, String)> = iam_policies::controller_policies(&scope)?
+            .into_iter()
+            .map(|doc| {
+                let arn = format!("arn:{p}:iam::{account}:policy/{}", doc.name);
+                (doc, arn)
+            })
+            .collect();
+
+        let (trust, oidc_provider_arn) = match identity {
+            IdentityMode::PodIdentity => (
+                service_trust(
+                    &["pods.eks.amazonaws.com"],
+                    &["sts:AssumeRole", "sts:TagSession"],
+                ),
+                None,
+            ),
+            IdentityMode::Irsa => {
+                let issuer = cluster.oidc_issuer.as_deref().unwrap_or_default();
+                let host = issuer.trim_start_matches("https://");
+                let provider = format!("arn:{p}:iam::{account}:oidc-provider/{host}");
+                let trust = json!({
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Effect": "Allow",
+                        "Principal": {"Federated": provider},
+                        "Action": "sts:AssumeRoleWithWebIdentity",
+                        "Condition": {"StringEquals": {
+                            format!("{host}:sub"): format!("system:serviceaccount:{}:{}", options.namespace, options.service_account),
+                            format!("{host}:aud"): "sts.amazonaws.com",
+                        }}
+                    }]
+                });
+                (trust, Some(provider))
+            }
+        };
+        let controller_role_name = format!("KarpenterControllerRole-{c}");
+        let controller_role = RoleSpec {
+            arn: format!("arn:{p}:iam::{account}:role/{controller_role_name}"),
+            name: controller_role_name,
+            description: format!("The Karpenter controller of EKS cluster {c} (karpctl)"),
+            trust,
+            policies: policies.iter().map(|(_, arn)| arn.clone()).collect(),
+        };
+
+        let mut targets = BTreeSet::new();
+        for ng in &cluster.node_groups {
+            targets.extend(ng.subnets.iter().cloned());
+            targets.extend(ng.security_groups.iter().cloned());
+        }
+        targets.extend(cluster.cluster_security_group.iter().cloned());
+        // Subnets first, then security groups: the order people read them in.
+        let mut discovery_targets: Vec<String> = targets.into_iter().collect();
+        discovery_targets.sort_by_key(|id| (!id.starts_with("subnet-"), id.clone()));
+
+        Ok(Self {
+            identity,
+            namespace: options.namespace.clone(),
+            service_account: options.service_account.clone(),
+            tags,
+            node_role,
+            queue_name,
+            queue_arn,
+            queue_attributes,
+            rules,
+            policies,
+            controller_role,
+            oidc_provider_arn,
+            discovery_targets,
+            cluster,
+        })
+    }
+
+    pub fn oidc_provider_url(&self) -> Option<&str> {
+        self.cluster.oidc_issuer.as_deref()
+    }
+}
+
+fn service_trust(services: &[&str], actions: &[&str]) -> Value {
+    let service: Value = if services.len() == 1 {
+        json!(services[0])
+    } else {
+        json!(services)
+    };
+    let action: Value = if actions.len() == 1 {
+        json!(actions[0])
+    } else {
+        json!(actions)
+    };
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": action}]
+    })
+}
+
+/// EventBridge (and SQS itself) may send; nothing may use the queue without TLS.
+fn queue_policy(queue_arn: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Id": "EC2InterruptionPolicy",
+        "Statement": [
+            {
+                "Sid": "AllowEventBridgeToSend",
+                "Effect": "Allow",
+                "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn
+            },
+            {
+                "Sid": "DenyHTTP",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:*",
+                "Resource": queue_arn,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+            }
+        ]
+    })
+}
+
+// ---- current state ---------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default)]
+pub struct Role {
+    pub trust: Value,
+    pub tags: Tags,
+    pub attached: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Queue {
+    pub url: String,
+    pub attributes: BTreeMap<String, String>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Rule {
+    pub arn: String,
+    pub pattern: Value,
+    pub enabled: bool,
+    /// (target id, target ARN)
+    pub targets: Vec<(String, String)>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub document: Value,
+    /// Non-default versions, oldest first (IAM keeps at most five in all).
+    pub other_versions: Vec<String>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone)]
+pub struct Association {
+    pub id: String,
+    pub role_arn: String,
+}
+
+/// The state of every resource init manages, as discovery read it.
+#[derive(Debug, Clone, Default)]
+pub struct Current {
+    pub node_role: Option<Role>,
+    pub controller_role: Option<Role>,
+    pub queue: Option<Queue>,
+    pub rules: BTreeMap<String, Rule>,
+    pub policies: BTreeMap<String, Policy>,
+    /// Status of the Pod Identity agent add-on, when installed.
+    pub pod_identity_addon: Option<String>,
+    pub pod_identity_association: Option<Association>,
+    pub oidc_provider: bool,
+    pub spot_role: bool,
+    /// Type of the node role's access entry, when one exists.
+    pub access_entry: Option<String>,
+    /// Tags on each subnet and security group discovery targets.
+    pub resource_tags: BTreeMap<String, Tags>,
+}
+
+// ---- operations ---------------------------------------------------------------------------
+
+/// One AWS call of the apply, carrying everything it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InitOp {
+    CreateRole {
+        name: String,
+        description: String,
+        trust: String,
+        tags: Tags,
+    },
+    UpdateAssumeRolePolicy {
+        role: String,
+        trust: String,
+    },
+    TagRole {
+        role: String,
+        tags: Tags,
+    },
+    AttachRolePolicy {
+        role: String,
+        policy_arn: String,
+    },
+    CreateQueue {
+        name: String,
+        attributes: BTreeMap<String, String>,
+        tags: Tags,
+    },
+    SetQueueAttributes {
+        url: String,
+        attributes: BTreeMap<String, String>,
+    },
+    TagQueue {
+        url: String,
+        tags: Tags,
+    },
+    PutRule {
+        name: String,
+        description: String,
+        pattern: String,
+        tags: Tags,
+    },
+    TagRule {
+        arn: String,
+        tags: Tags,
+    },
+    PutTarget {
+        rule: String,
+        id: String,
+        arn: String,
+    },
+    CreatePolicy {
+        name: String,
+        description: String,
+        document: String,
+        tags: Tags,
+    },
+    CreatePolicyVersion {
+        arn: String,
+        document: String,
+        delete_first: Option<String>,
+    },
+    TagPolicy {
+        arn: String,
+        tags: Tags,
+    },
+    CreateAddon {
+        cluster: String,
+        addon: String,
+        tags: Tags,
+    },
+    CreatePodIdentityAssociation {
+        cluster: String,
+        namespace: String,
+        service_account: String,
+        role_arn: String,
+        tags: Tags,
+    },
+    UpdatePodIdentityAssociation {
+        cluster: String,
+        id: String,
+        role_arn: String,
+    },
+    CreateOidcProvider {
+        url: String,
+        tags: Tags,
+    },
+    CreateServiceLinkedRole {
+        service: String,
+    },
+    CreateAccessEntry {
+        cluster: String,
+        principal: String,
+        kind: String,
+        tags: Tags,
+    },
+    DeleteAccessEntry {
+        cluster: String,
+        principal: String,
+    },
+    CreateTags {
+        resource: String,
+        tags: Tags,
+    },
+}
+
+fn missing(desired: &Tags, current: &Tags) -> Tags {
+    desired
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn tag_lines(tags: &Tags) -> Vec<String> {
+    tags.iter()
+        .map(|(k, v)| format!("+ tag {k} = {v:?}"))
+        .collect()
+}
+
+fn policy_name(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// Compares desired with current and returns the plan, in apply order: the node role, the
+/// interruption queue and rules, the controller policies, role and identity, the Spot
+/// service-linked role, node access, and the discovery tags.
+pub fn plan(d: &Desired, cur: &Current) -> Plan<InitOp> {
+    let mut items = Vec::new();
+    role_items(&mut items, &d.node_role, cur.node_role.as_ref(), &d.tags);
+    queue_items(&mut items, d, cur);
+    rule_items(&mut items, d, cur);
+    policy_items(&mut items, d, cur);
+    role_items(
+        &mut items,
+        &d.controller_role,
+        cur.controller_role.as_ref(),
+        &d.tags,
+    );
+    identity_items(&mut items, d, cur);
+    items.push(if cur.spot_role {
+        Item::noop("iam-service-linked-role", SPOT_ROLE, "exists")
+    } else {
+        Item::change(
+            Resource::new(
+                "iam-service-linked-role",
+                SPOT_ROLE,
+                Action::Create,
+                "not found; EC2 needs it to launch Spot instances",
+            ),
+            vec![InitOp::CreateServiceLinkedRole {
+                service: SPOT_SERVICE.into(),
+            }],
+        )
+    });
+    access_items(&mut items, d, cur);
+    tag_items(&mut items, d, cur);
+    Plan::new(items)
+}
+
+fn role_items(items: &mut Vec<Item<InitOp>>, spec: &RoleSpec, cur: Option<&Role>, tags: &Tags) {
+    const KIND: &str = "iam-role";
+    match cur {
+        None => items.push(Item::change(
+            Resource::new(KIND, &spec.name, Action::Create, "not found"),
+            vec![InitOp::CreateRole {
+                name: spec.name.clone(),
+                description: spec.description.clone(),
+                trust: spec.trust.to_string(),
+                tags: tags.clone(),
+            }],
+        )),
+        Some(role) => {
+            let mut ops = Vec::new();
+            let mut changes = Vec::new();
+            let mut why = Vec::new();
+            if role.trust != spec.trust {
+                changes.push("~ trust policy".to_string());
+                why.push("trust policy differs");
+                ops.push(InitOp::UpdateAssumeRolePolicy {
+                    role: spec.name.clone(),
+                    trust: spec.trust.to_string(),
+                });
+            }
+            let add = missing(tags, &role.tags);
+            if !add.is_empty() {
+                changes.extend(tag_lines(&add));
+                why.push("karpctl tags missing");
+                ops.push(InitOp::TagRole {
+                    role: spec.name.clone(),
+                    tags: add,
+                });
+            }
+            items.push(if ops.is_empty() {
+                Item::noop(KIND, &spec.name, "matches")
+            } else {
+                Item::change(
+                    Resource::new(KIND, &spec.name, Action::Update, why.join(", "))
+                        .with_changes(changes),
+                    ops,
+                )
+            });
+        }
+    }
+    for arn in &spec.policies {
+        let id = format!("{}/{}", spec.name, policy_name(arn));
+        let attached = cur.is_some_and(|r| r.attached.contains(arn));
+        items.push(if attached {
+            Item::noop("iam-role-policy-attachment", id, "attached")
+        } else {
+            Item::change(
+                Resource::new(
+                    "iam-role-policy-attachment",
+                    id,
+                    Action::Create,
+                    "not attached",
+                ),
+                vec![InitOp::AttachRolePolicy {
+                    role: spec.name.clone(),
+                    policy_arn: arn.clone(),
+                }],
+            )
+        });
+    }
+}
+
+fn queue_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
+    const KIND: &str = "sqs-queue";
+    let Some(queue) = &cur.queue else {
+        items.push(Item::change(
+            Resource::new(KIND, &d.queue_name, Action::Create, "not found"),
+            vec![InitOp::CreateQueue {
+                name: d.queue_name.clone(),
+                attributes: d.queue_attributes.clone(),
+                tags: d.tags.clone(),
+            }],
+        ));
+        return;
+    };
+    let mut differing = BTreeMap::new();
+    let mut changes = Vec::new();
+    for (key, want) in &d.queue_attributes {
+        let have = queue.attributes.get(key);
+        let same = match (key.as_str(), have) {
+            ("Policy", Some(have)) => {
+                serde_json::from_str::<Value>(have).ok() == serde_json::from_str::<Value>(want).ok()
+            }
+            (_, Some(have)) => have == want,
+            (_, None) => false,
+        };
+        if !same {
+            changes.push(match (key.as_str(), have) {
+                ("Policy", _) => "~ Policy".to_string(),
+                (_, Some(have)) => format!("~ {key}: {have:?} -> {want:?}"),
+                (_, None) => format!("+ {key} = {want:?}"),
+            });
+            differing.insert(key.clone(), want.clone());
+        }
+    }
+    let mut ops = Vec::new();
+    let mut why = Vec::new();
+    if !differing.is_empty() {
+        why.push("attributes differ");
+        ops.push(InitOp::SetQueueAttributes {
+            url: queue.url.clone(),
+            attributes: differing,
+        });
+    }
+    let add = missing(&d.tags, &queue.tags);
+    if !add.is_empty() {
+        why.push("karpctl tags missing");
+        changes.extend(tag_lines(&add));
+        ops.push(InitOp::TagQueue {
+            url: queue.url.clone(),
+            tags: add,
+        });
+    }
+    items.push(if ops.is_empty() {
+        Item::noop(KIND, &d.queue_name, "matches")
+    } else {
+        Item::change(
+            Resource::new(KIND, &d.queue_name, Action::Update, why.join(", "))
+                .with_changes(changes),
+            ops,
+        )
+    });
+}
+
+fn rule_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
+    const KIND: &str = "eventbridge-rule";
+    for spec in &d.rules {
+        let put_rule = InitOp::PutRule {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            pattern: spec.pattern.to_string(),
+            tags: d.tags.clone(),
+        };
+        let put_target = InitOp::PutTarget {
+            rule: spec.name.clone(),
+            id: QUEUE_TARGET_ID.into(),
+            arn: d.queue_arn.clone(),
+        };
+        let Some(rule) = cur.rules.get(&spec.name) else {
+            items.push(Item::change(
+                Resource::new(
+                    KIND,
+                    &spec.name,
+                    Action::Create,
+                    "not found; targets the interruption queue",
+                ),
+                vec![put_rule, put_target],
+            ));
+            continue;
+        };
+        let mut ops = Vec::new();
+        let mut changes = Vec::new();
+        let mut why = Vec::new();
+        if rule.pattern != spec.pattern || !rule.enabled {
+            why.push(if rule.enabled {
+                "event pattern differs"
+            } else {
+                "disabled"
+            });
+            changes.push("~ event pattern / state".to_string());
+            ops.push(put_rule);
+        }
+        if !rule.targets.iter().any(|(_, arn)| arn == &d.queue_arn) {
+            why.push("does not target the queue");
+            changes.push(format!("+ target {}", d.queue_arn));
+            ops.push(put_target);
+        }
+        let add = missing(&d.tags, &rule.tags);
+        if !add.is_empty() {
+            why.push("karpctl tags missing");
+            changes.extend(tag_lines(&add));
+            ops.push(InitOp::TagRule {
+                arn: rule.arn.clone(),
+                tags: add,
+            });
+        }
+        items.push(if ops.is_empty() {
+            Item::noop(KIND, &spec.name, "matches")
+        } else {
+            Item::change(
+                Resource::new(KIND, &spec.name, Action::Update, why.join(", "))
+                    .with_changes(changes),
+                ops,
+            )
+        });
+    }
+}
+
+fn policy_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
+    const KIND: &str = "iam-policy";
+    for (doc, arn) in &d.policies {
+        let Some(policy) = cur.policies.get(&doc.name) else {
+            items.push(Item::change(
+                Resource::new(KIND, &doc.name, Action::Create, "not found"),
+                vec![InitOp::CreatePolicy {
+                    name: doc.name.clone(),
+                    description: format!(
+                        "Karpenter controller permissions for EKS cluster {} (karpctl)",
+                        d.cluster.name
+                    ),
+                    document: doc.compact(),
+                    tags: d.tags.clone(),
+                }],
+            ));
+            continue;
+        };
+        let mut ops = Vec::new();
+        let mut changes = Vec::new();
+        let mut why = Vec::new();
+        if policy.document != doc.document {
+            why.push("document differs");
+            changes.push("~ policy document (new default version)".to_string());
+            // IAM keeps five versions; make room by deleting the oldest non-default one.
+            let delete_first =
+                (policy.other_versions.len() >= 4).then(|| policy.other_versions[0].clone());
+            ops.push(InitOp::CreatePolicyVersion {
+                arn: arn.clone(),
+                document: doc.compact(),
+                delete_first,
+            });
+        }
+        let add = missing(&d.tags, &policy.tags);
+        if !add.is_empty() {
+            why.push("karpctl tags missing");
+            changes.extend(tag_lines(&add));
+            ops.push(InitOp::TagPolicy {
+                arn: arn.clone(),
+                tags: add,
+            });
+        }
+        items.push(if ops.is_empty() {
+            Item::noop(KIND, &doc.name, "matches")
+        } else {
+            Item::change(
+                Resource::new(KIND, &doc.name, Action::Update, why.join(", "))
+                    .with_changes(changes),
+                ops,
+            )
+        });
+    }
+}
+
+fn identity_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
+    let cluster = &d.cluster.name;
+    match d.identity {
+        IdentityMode::PodIdentity => {
+            items.push(match &cur.pod_identity_addon {
+                Some(status) => Item::noop(
+                    "eks-addon",
+                    POD_IDENTITY_AGENT,
+                    format!("installed ({status})"),
+                ),
+                None => Item::change(
+                    Resource::new(
+                        "eks-addon",
+                        POD_IDENTITY_AGENT,
+                        Action::Create,
+                        "not installed; Pod Identity needs its agent",
+                    ),
+                    vec![InitOp::CreateAddon {
+                        cluster: cluster.clone(),
+                        addon: POD_IDENTITY_AGENT.into(),
+                        tags: d.tags.clone(),
+                    }],
+                ),
+            });
+            let id = format!("{}/{}", d.namespace, d.service_account);
+            const KIND: &str = "eks-pod-identity-association";
+            let role_arn = &d.controller_role.arn;
+            items.push(match &cur.pod_identity_association {
+                None => Item::change(
+                    Resource::new(KIND, id, Action::Create, "not found"),
+                    vec![InitOp::CreatePodIdentityAssociation {
+                        cluster: cluster.clone(),
+                        namespace: d.namespace.clone(),
+                        service_account: d.service_account.clone(),
+                        role_arn: role_arn.clone(),
+                        tags: d.tags.clone(),
+                    }],
+                ),
+                Some(a) if &a.role_arn == role_arn => Item::noop(KIND, id, "matches"),
+                Some(a) => Item::change(
+                    Resource::new(KIND, id, Action::Update, "associated with another role")
+                        .with_changes(vec![format!("~ role: {} -> {role_arn}", a.role_arn)]),
+                    vec![InitOp::UpdatePodIdentityAssociation {
+                        cluster: cluster.clone(),
+                        id: a.id.clone(),
+                        role_arn: role_arn.clone(),
+                    }],
+                ),
+            });
+        }
+        IdentityMode::Irsa => {
+            let url = d.oidc_provider_url().unwrap_or_default();
+            let id = url.trim_start_matches("https://");
+            items.push(if cur.oidc_provider {
+                Item::noop("iam-oidc-provider", id, "exists")
+            } else {
+                Item::change(
+                    Resource::new(
+                        "iam-oidc-provider",
+                        id,
+                        Action::Create,
+                        "not found; IRSA needs the cluster's issuer as an IAM provider",
+                    ),
+                    vec![InitOp::CreateOidcProvider {
+                        url: url.to_string(),
+                        tags: d.tags.clone(),
+                    }],
+                )
+            });
+        }
+    }
+}
+
+fn access_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
+    const KIND: &str = "eks-access-entry";
+    if !d.cluster.api_access() {
+        // CONFIG_MAP clusters: nodes join through an aws-auth row, which the Kubernetes side
+        // of init adds (kube::aws_auth holds the merge).
+        return;
+    }
+    let cluster = &d.cluster.name;
+    let principal = &d.node_role.arn;
+    let create = InitOp::CreateAccessEntry {
+        cluster: cluster.clone(),
+        principal: principal.clone(),
+        kind: "EC2_LINUX".into(),
+        tags: d.tags.clone(),
+    };
+    items.push(match cur.access_entry.as_deref() {
+        None => Item::change(
+            Resource::new(
+                KIND,
+                principal,
+                Action::Create,
+                "not found; lets Karpenter's nodes join the cluster",
+            ),
+            vec![create],
+        ),
+        Some("EC2_LINUX") => Item::noop(KIND, principal, "matches"),
+        Some(other) => Item::change(
+            Resource::new(
+                KIND,
+                principal,
+                Action::Update,
+                "wrong type; an entry's type cannot change, so it is replaced",
+            )
+            .with_changes(vec![format!(
+                "~ type: {other} -> EC2_LINUX (delete and create)"
+            )]),
+            vec![
+                InitOp::DeleteAccessEntry {
+                    cluster: cluster.clone(),
+                    principal: principal.clone(),
+                },
+                create,
+            ],
+        ),
+    });
+}
+
+fn tag_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
+    const KIND: &str = "ec2-tags";
+    let cluster = &d.cluster.name;
+    for id in &d.discovery_targets {
+        let empty = Tags::new();
+        let have = cur.resource_tags.get(id).unwrap_or(&empty);
+        match have.get(DISCOVERY_TAG) {
+            Some(v) if v == cluster => items.push(Item::noop(KIND, id, "discovery tag present")),
+            other => {
+                let change = match other {
+                    Some(v) => format!("~ tag {DISCOVERY_TAG}: {v:?} -> {cluster:?}"),
+                    None => format!("+ tag {DISCOVERY_TAG} = {cluster:?}"),
+                };
+                let what = if id.starts_with("subnet-") {
+                    "subnet"
+                } else {
+                    "security group"
+                };
+                items.push(Item::change(
+                    Resource::new(
+                        KIND,
+                        id,
+                        Action::Update,
+                        format!("{what} lacks the discovery tag"),
+                    )
+                    .with_changes(vec![change]),
+                    vec![InitOp::CreateTags {
+                        resource: id.clone(),
+                        tags: Tags::from([
+                            (DISCOVERY_TAG.to_string(), cluster.clone()),
+                            (DISCOVERY_OWNER_TAG.to_string(), cluster.clone()),
+                        ]),
+                    }],
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        Cluster {
+            name: "demo".into(),
+            region: "us-west-2".into(),
+            account: "123456789012".into(),
+            caller_arn: "arn:aws:iam::123456789012:user/me".into(),
+            partition: "aws".into(),
+            endpoint: "https://example".into(),
+            version: "1.37".into(),
+            oidc_issuer: Some("https://oidc.eks.us-west-2.amazonaws.com/id/ABC".into()),
+            authentication_mode: "API_AND_CONFIG_MAP".into(),
+            cluster_security_group: Some("sg-cluster".into()),
+            vpc: "vpc-1".into(),
+            node_groups: vec![NodeGroup {
+                name: "system".into(),
+                subnets: vec!["subnet-b".into(), "subnet-a".into()],
+                security_groups: vec!["sg-cluster".into(), "sg-ng".into()],
+            }],
+            pod_identity_available: true,
+            ecr_policy: "AmazonEC2ContainerRegistryPullOnly".into(),
+        }
+    }
+
+    fn desired(c: Cluster, identity: Option<IdentityMode>) -> Desired {
+        Desired::new(
+            c,
+            &Options {
+                identity,
+                ..Options::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// The state a completed init leaves: every resource as desired.
+    fn converged(d: &Desired) -> Current {
+        let role = |spec: &RoleSpec| Role {
+            trust: spec.trust.clone(),
+            tags: d.tags.clone(),
+            attached: spec.policies.iter().cloned().collect(),
+        };
+        Current {
+            node_role: Some(role(&d.node_role)),
+            controller_role: Some(role(&d.controller_role)),
+            queue: Some(Queue {
+                url: "https://sqs/q".into(),
+                attributes: d.queue_attributes.clone(),
+                tags: d.tags.clone(),
+            }),
+            rules: d
+                .rules
+                .iter()
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        Rule {
+                            arn: format!("arn:rule/{}", r.name),
+                            pattern: r.pattern.clone(),
+                            enabled: true,
+                            targets: vec![(QUEUE_TARGET_ID.into(), d.queue_arn.clone())],
+                            tags: d.tags.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            policies: d
+                .policies
+                .iter()
+                .map(|(doc, _)| {
+                    (
+                        doc.name.clone(),
+                        Policy {
+                            document: doc.document.clone(),
+                            other_versions: vec![],
+                            tags: d.tags.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            pod_identity_addon: Some("ACTIVE".into()),
+            pod_identity_association: Some(Association {
+                id: "a-1".into(),
+                role_arn: d.controller_role.arn.clone(),
+            }),
+            oidc_provider: true,
+            spot_role: true,
+            access_entry: Some("EC2_LINUX".into()),
+            resource_tags: d
+                .discovery_targets
+                .iter()
+                .map(|id| {
+                    (
+                        id.clone(),
+                        Tags::from([(DISCOVERY_TAG.into(), "demo".into())]),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn line(p: &Plan<InitOp>, kind: &str, id: &str) -> Resource {
+        p.items
+            .iter()
+            .map(|i| i.resource.clone())
+            .find(|r| r.kind == kind && r.id == id)
+            .unwrap_or_else(|| panic!("no {kind} {id} in\n{}", p.render()))
+    }
+
+    #[test]
+    fn fresh_account_plans_every_resource_as_a_create_in_apply_order() {
+        let d = desired(cluster(), None);
+        let p = plan(&d, &Current::default());
+        let s = p.summary();
+        // 2 roles + 4 + 5 attachments, queue, 5 rules, 5 policies, add-on, association,
+        // spot role, access entry; 4 tag updates (2 subnets, 2 security groups).
+        assert_eq!(
+            (s.add, s.change, s.destroy),
+            (2 + 9 + 1 + 5 + 5 + 2 + 1 + 1, 4, 0)
+        );
+        let kinds: Vec<&str> = p.items.iter().map(|i| i.resource.kind.as_str()).collect();
+        assert_eq!(kinds.first(), Some(&"iam-role"));
+        assert_eq!(kinds.last(), Some(&"ec2-tags"));
+        let text = p.render();
+        assert!(
+            text.contains("  + iam-role KarpenterNodeRole-demo  (create: not found)\n"),
+            "{text}"
+        );
+        assert!(text.contains("  ~ ec2-tags subnet-a  (update in-place: subnet lacks the discovery tag)\n        + tag karpenter.sh/discovery = \"demo\"\n"), "{text}");
+        assert!(
+            text.ends_with("Plan: 26 to add, 4 to change, 0 to destroy.\n"),
+            "{text}"
+        );
+        // Subnets sort before security groups.
+        let tagged: Vec<&str> = p
+            .items
+            .iter()
+            .filter(|i| i.resource.kind == "ec2-tags")
+            .map(|i| i.resource.id.as_str())
+            .collect();
+        assert_eq!(tagged, ["subnet-a", "subnet-b", "sg-cluster", "sg-ng"]);
+    }
+
+    #[test]
+    fn converged_state_plans_no_changes() {
+        let d = desired(cluster(), None);
+        let p = plan(&d, &converged(&d));
+        assert!(!p.has_changes(), "{}", p.render());
+        assert!(p.render().starts_with("No changes."));
+        let d = desired(cluster(), Some(IdentityMode::Irsa));
+        assert!(!plan(&d, &converged(&d)).has_changes());
+    }
+
+    #[test]
+    fn node_role_trusts_ec2_and_gets_the_four_node_policies() {
+        let d = desired(cluster(), None);
+        assert_eq!(
+            d.node_role.trust["Statement"][0]["Principal"]["Service"],
+            "ec2.amazonaws.com"
+        );
+        let names: Vec<&str> = d
+            .node_role
+            .policies
+            .iter()
+            .map(|a| policy_name(a))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "AmazonEKSWorkerNodePolicy",
+                "AmazonEKS_CNI_Policy",
+                "AmazonEC2ContainerRegistryPullOnly",
+                "AmazonSSMManagedInstanceCore"
+            ]
+        );
+    }
+
+    #[test]
+    fn identity_is_pod_identity_when_the_cluster_supports_it_else_irsa() {
+        assert_eq!(desired(cluster(), None).identity, IdentityMode::PodIdentity);
+        let mut c = cluster();
+        c.authentication_mode = "CONFIG_MAP".into();
+        c.pod_identity_available = false;
+        let d = desired(c, None);
+        assert_eq!(d.identity, IdentityMode::Irsa);
+        let stmt = &d.controller_role.trust["Statement"][0];
+        assert_eq!(stmt["Action"], "sts:AssumeRoleWithWebIdentity");
+        let cond = &stmt["Condition"]["StringEquals"];
+        assert_eq!(
+            cond["oidc.eks.us-west-2.amazonaws.com/id/ABC:sub"],
+            "system:serviceaccount:kube-system:karpenter"
+        );
+        assert_eq!(
+            cond["oidc.eks.us-west-2.amazonaws.com/id/ABC:aud"],
+            "sts.amazonaws.com"
+        );
+        assert_eq!(
+            stmt["Principal"]["Federated"],
+            "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-west-2.amazonaws.com/id/ABC"
+        );
+        let pod = desired(cluster(), Some(IdentityMode::PodIdentity));
+        let stmt = &pod.controller_role.trust["Statement"][0];
+        assert_eq!(stmt["Principal"]["Service"], "pods.eks.amazonaws.com");
+        assert_eq!(stmt["Action"], json!(["sts:AssumeRole", "sts:TagSession"]));
+    }
+
+    #[test]
+    fn irsa_forced_without_an_oidc_issuer_is_a_clear_error() {
+        let mut c = cluster();
+        c.oidc_issuer = None;
+        let err = Desired::new(
+            c,
+            &Options {
+                identity: Some(IdentityMode::Irsa),
+                ..Options::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--identity irsa needs an OIDC issuer, and cluster demo has none"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn config_map_clusters_get_no_access_entry() {
+        let mut c = cluster();
+        c.authentication_mode = "CONFIG_MAP".into();
+        let p = plan(&desired(c, None), &Current::default());
+        assert!(
+            p.items
+                .iter()
+                .all(|i| i.resource.kind != "eks-access-entry")
+        );
+    }
+
+    #[test]
+    fn drift_is_planned_as_in_place_updates_naming_what_changed() {
+        let d = desired(cluster(), None);
+        let mut cur = converged(&d);
+        cur.queue
+            .as_mut()
+            .unwrap()
+            .attributes
+            .insert("MessageRetentionPeriod".into(), "345600".into());
+        cur.node_role.as_mut().unwrap().tags.clear();
+        cur.node_role
+            .as_mut()
+            .unwrap()
+            .attached
+            .remove(&d.node_role.policies[0]);
+        cur.rules
+            .get_mut("Karpenter-demo-ScheduledChange")
+            .unwrap()
+            .targets
+            .clear();
+        cur.access_entry = Some("STANDARD".into());
+        cur.resource_tags.insert(
+            "sg-ng".into(),
+            Tags::from([(DISCOVERY_TAG.into(), "other".into())]),
+        );
+        let p = plan(&d, &cur);
+        let q = line(&p, "sqs-queue", "Karpenter-demo");
+        assert_eq!(q.action, Action::Update);
+        assert_eq!(
+            q.changes,
+            ["~ MessageRetentionPeriod: \"345600\" -> \"300\""]
+        );
+        let role = line(&p, "iam-role", "KarpenterNodeRole-demo");
+        assert_eq!(role.reason, "karpctl tags missing");
+        assert_eq!(
+            line(
+                &p,
+                "iam-role-policy-attachment",
+                "KarpenterNodeRole-demo/AmazonEKSWorkerNodePolicy"
+            )
+            .action,
+            Action::Create
+        );
+        assert_eq!(
+            line(&p, "eventbridge-rule", "Karpenter-demo-ScheduledChange").reason,
+            "does not target the queue"
+        );
+        assert_eq!(
+            line(&p, "eks-access-entry", &d.node_role.arn).changes,
+            ["~ type: STANDARD -> EC2_LINUX (delete and create)"]
+        );
+        assert_eq!(
+            line(&p, "ec2-tags", "sg-ng").changes,
+            ["~ tag karpenter.sh/discovery: \"other\" -> \"demo\""]
+        );
+        assert_eq!(
+            p.summary(),
+            crate::plan::Summary {
+                add: 1,
+                change: 5,
+                destroy: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_changed_policy_document_makes_room_for_a_new_version() {
+        let d = desired(cluster(), None);
+        let mut cur = converged(&d);
+        let name = d.policies[0].0.name.clone();
+        let p = cur.policies.get_mut(&name).unwrap();
+        p.document = json!({"Version": "2012-10-17", "Statement": []});
+        p.other_versions = vec!["v1".into(), "v2".into(), "v3".into(), "v4".into()];
+        let plan = plan(&d, &cur);
+        let item = plan.items.iter().find(|i| i.resource.id == name).unwrap();
+        assert!(
+            matches!(&item.ops[0], InitOp::CreatePolicyVersion { delete_first: Some(v), .. } if v == "v1")
+        );
+    }
+
+    #[test]
+    fn queue_policy_allows_eventbridge_and_denies_plain_http() {
+        let d = desired(cluster(), None);
+        let policy: Value = serde_json::from_str(&d.queue_attributes["Policy"]).unwrap();
+        assert_eq!(
+            policy["Statement"][0]["Principal"]["Service"],
+            json!(["events.amazonaws.com", "sqs.amazonaws.com"])
+        );
+        assert_eq!(policy["Statement"][1]["Effect"], "Deny");
+        assert_eq!(
+            policy["Statement"][1]["Condition"]["Bool"]["aws:SecureTransport"],
+            "false"
+        );
+        assert_eq!(d.queue_attributes["MessageRetentionPeriod"], "300");
+        assert_eq!(d.rules.len(), 5);
+        assert_eq!(
+            d.rules[1].pattern,
+            json!({"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]})
+        );
+    }
+}
