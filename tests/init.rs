@@ -1,0 +1,649 @@
+//! `karpctl init` (the AWS side) against the sandbox: a plan that changes nothing, an apply
+//! that creates everything, a second apply that makes zero mutating calls, a failure
+//! injected mid-apply that names its step and converges on re-run, and bad input.
+//!
+//! There is one EKS cluster in the sandbox, so the steps run in order in one test, starting
+//! from a clean slate that the test makes itself (leftovers of earlier runs are removed).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use support::{Sandbox, sandbox};
+
+const NODE_ROLE: &str = "KarpenterNodeRole-sandbox";
+const CONTROLLER_ROLE: &str = "KarpenterControllerRole-sandbox";
+const QUEUE: &str = "Karpenter-sandbox";
+const RULES: &[&str] = &[
+    "ScheduledChange",
+    "SpotInterruption",
+    "Rebalance",
+    "InstanceStateChange",
+    "CapacityReservationInterruption",
+];
+const POLICIES: &[&str] = &[
+    "NodeLifecycle",
+    "IAMIntegration",
+    "EKSIntegration",
+    "Interruption",
+    "ResourceDiscovery",
+];
+/// Every mutating operation init may call; other actors on the shared endpoint (the
+/// registrar, other tests) are not counted.
+const INIT_WRITES: &[&str] = &[
+    "CreateRole",
+    "UpdateAssumeRolePolicy",
+    "TagRole",
+    "AttachRolePolicy",
+    "CreateQueue",
+    "SetQueueAttributes",
+    "TagQueue",
+    "PutRule",
+    "PutTargets",
+    "TagResource",
+    "CreatePolicy",
+    "CreatePolicyVersion",
+    "DeletePolicyVersion",
+    "TagPolicy",
+    "CreateAddon",
+    "CreatePodIdentityAssociation",
+    "UpdatePodIdentityAssociation",
+    "CreateOpenIDConnectProvider",
+    "CreateServiceLinkedRole",
+    "CreateAccessEntry",
+    "DeleteAccessEntry",
+    "CreateTags",
+];
+
+/// Runs the CLI with only the sandbox's environment (and an empty HOME, so no real
+/// ~/.aws/config can be read) and stdin closed (no terminal).
+fn karpctl(sb: &Sandbox, args: &[&str]) -> Output {
+    let home = std::env::temp_dir().join("karpctl-init-test-home");
+    std::fs::create_dir_all(&home).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_karpctl"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .envs(&sb.env)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running karpctl")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// The init writes answered since call number `since`.
+async fn init_writes_since(sb: &Sandbox, since: usize) -> Vec<String> {
+    sb.aws_calls()
+        .await
+        .into_iter()
+        .skip(since)
+        .filter(|c| c["mutating"].as_bool() == Some(true))
+        .filter_map(|c| c["operation"].as_str().map(str::to_string))
+        .filter(|op| INIT_WRITES.contains(&op.as_str()))
+        .collect()
+}
+
+fn decode(doc: &str) -> Value {
+    serde_json::from_str(doc).unwrap_or_else(|_| {
+        // IAM returns documents URL-encoded.
+        let mut out = Vec::new();
+        let b = doc.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() {
+                out.push(u8::from_str_radix(&doc[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        serde_json::from_slice(&out).unwrap()
+    })
+}
+
+/// Removes whatever an earlier run left, so the first plan sees a fresh account.
+async fn reset(sb: &Sandbox) {
+    let aws = sb.aws().await;
+    let iam = aws_sdk_iam::Client::new(&aws);
+    let account = "123456789012";
+    for role in [NODE_ROLE, CONTROLLER_ROLE] {
+        if let Ok(out) = iam
+            .list_attached_role_policies()
+            .role_name(role)
+            .send()
+            .await
+        {
+            for p in out.attached_policies() {
+                iam.detach_role_policy()
+                    .role_name(role)
+                    .policy_arn(p.policy_arn().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            iam.delete_role().role_name(role).send().await.unwrap();
+        }
+    }
+    for part in POLICIES {
+        let arn = format!("arn:aws:iam::{account}:policy/KarpenterController{part}Policy-sandbox");
+        if let Ok(out) = iam.list_policy_versions().policy_arn(&arn).send().await {
+            for v in out.versions().iter().filter(|v| !v.is_default_version()) {
+                iam.delete_policy_version()
+                    .policy_arn(&arn)
+                    .version_id(v.version_id().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            iam.delete_policy().policy_arn(&arn).send().await.unwrap();
+        }
+    }
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    if let Ok(out) = sqs.get_queue_url().queue_name(QUEUE).send().await {
+        sqs.delete_queue()
+            .queue_url(out.queue_url().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    let events = aws_sdk_eventbridge::Client::new(&aws);
+    for suffix in RULES {
+        let rule = format!("Karpenter-sandbox-{suffix}");
+        if events.describe_rule().name(&rule).send().await.is_ok() {
+            let targets = events
+                .list_targets_by_rule()
+                .rule(&rule)
+                .send()
+                .await
+                .unwrap();
+            let ids: Vec<String> = targets
+                .targets()
+                .iter()
+                .map(|t| t.id().to_string())
+                .collect();
+            if !ids.is_empty() {
+                events
+                    .remove_targets()
+                    .rule(&rule)
+                    .set_ids(Some(ids))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            events.delete_rule().name(&rule).send().await.unwrap();
+        }
+    }
+    let eks = aws_sdk_eks::Client::new(&aws);
+    let assocs = eks
+        .list_pod_identity_associations()
+        .cluster_name(sb.cluster())
+        .namespace("kube-system")
+        .service_account("karpenter")
+        .send()
+        .await
+        .unwrap();
+    for a in assocs.associations() {
+        eks.delete_pod_identity_association()
+            .cluster_name(sb.cluster())
+            .association_id(a.association_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    let _ = eks
+        .delete_access_entry()
+        .cluster_name(sb.cluster())
+        .principal_arn(format!("arn:aws:iam::{account}:role/{NODE_ROLE}"))
+        .send()
+        .await;
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let tagged = ec2
+        .describe_tags()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("key")
+                .values("karpctl.sh/discovery-tag")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for t in tagged.tags() {
+        ec2.delete_tags()
+            .resources(t.resource_id().unwrap())
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("karpenter.sh/discovery")
+                    .build(),
+            )
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("karpctl.sh/discovery-tag")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// The cluster's node-group subnets and cluster security group.
+async fn discovery_targets(sb: &Sandbox) -> Vec<String> {
+    let eks = aws_sdk_eks::Client::new(&sb.aws().await);
+    let cluster = eks
+        .describe_cluster()
+        .name(sb.cluster())
+        .send()
+        .await
+        .unwrap()
+        .cluster
+        .unwrap();
+    let ng = eks
+        .describe_nodegroup()
+        .cluster_name(sb.cluster())
+        .nodegroup_name("system")
+        .send()
+        .await
+        .unwrap()
+        .nodegroup
+        .unwrap();
+    let mut ids = ng.subnets().to_vec();
+    ids.push(
+        cluster
+            .resources_vpc_config()
+            .unwrap()
+            .cluster_security_group_id()
+            .unwrap()
+            .to_string(),
+    );
+    ids
+}
+
+/// Everything a completed init leaves, asserted through the SDK.
+async fn assert_converged(sb: &Sandbox) {
+    let aws = sb.aws().await;
+    let account = "123456789012";
+    let managed = |tags: BTreeMap<String, String>| {
+        assert_eq!(
+            tags.get("karpctl.sh/managed-by").map(String::as_str),
+            Some("karpctl"),
+            "{tags:?}"
+        );
+        assert_eq!(
+            tags.get("karpctl.sh/cluster").map(String::as_str),
+            Some("sandbox"),
+            "{tags:?}"
+        );
+    };
+
+    let iam = aws_sdk_iam::Client::new(&aws);
+    let role = iam
+        .get_role()
+        .role_name(NODE_ROLE)
+        .send()
+        .await
+        .unwrap()
+        .role
+        .unwrap();
+    let trust = decode(role.assume_role_policy_document().unwrap());
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["Service"],
+        "ec2.amazonaws.com"
+    );
+    let attached: BTreeSet<String> = iam
+        .list_attached_role_policies()
+        .role_name(NODE_ROLE)
+        .send()
+        .await
+        .unwrap()
+        .attached_policies()
+        .iter()
+        .map(|p| p.policy_name().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        attached,
+        BTreeSet::from(
+            [
+                "AmazonEKSWorkerNodePolicy",
+                "AmazonEKS_CNI_Policy",
+                "AmazonEC2ContainerRegistryPullOnly",
+                "AmazonSSMManagedInstanceCore"
+            ]
+            .map(String::from)
+        )
+    );
+    managed(
+        iam.list_role_tags()
+            .role_name(NODE_ROLE)
+            .send()
+            .await
+            .unwrap()
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect(),
+    );
+
+    // Controller policies: each under IAM's limit, all attached to the controller role.
+    let controller_attached: BTreeSet<String> = iam
+        .list_attached_role_policies()
+        .role_name(CONTROLLER_ROLE)
+        .send()
+        .await
+        .unwrap()
+        .attached_policies()
+        .iter()
+        .map(|p| p.policy_name().unwrap().to_string())
+        .collect();
+    for part in POLICIES {
+        let name = format!("KarpenterController{part}Policy-sandbox");
+        let arn = format!("arn:aws:iam::{account}:policy/{name}");
+        let policy = iam
+            .get_policy()
+            .policy_arn(&arn)
+            .send()
+            .await
+            .unwrap()
+            .policy
+            .unwrap();
+        let doc = iam
+            .get_policy_version()
+            .policy_arn(&arn)
+            .version_id(policy.default_version_id().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .policy_version
+            .unwrap()
+            .document
+            .unwrap();
+        let doc = decode(&doc).to_string();
+        let size = doc.chars().filter(|c| !c.is_whitespace()).count();
+        assert!(size < 6144, "{name} is {size} characters");
+        assert!(controller_attached.contains(&name), "{name} not attached");
+    }
+    let controller = iam
+        .get_role()
+        .role_name(CONTROLLER_ROLE)
+        .send()
+        .await
+        .unwrap()
+        .role
+        .unwrap();
+    let trust = decode(controller.assume_role_policy_document().unwrap());
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["Service"],
+        "pods.eks.amazonaws.com"
+    );
+    assert_eq!(
+        trust["Statement"][0]["Action"],
+        serde_json::json!(["sts:AssumeRole", "sts:TagSession"])
+    );
+
+    // The interruption queue and its five rules.
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let url = sqs
+        .get_queue_url()
+        .queue_name(QUEUE)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    let attr = |k: &str| {
+        attrs
+            .get(&aws_sdk_sqs::types::QueueAttributeName::from(k))
+            .cloned()
+    };
+    assert_eq!(attr("MessageRetentionPeriod").as_deref(), Some("300"));
+    assert_eq!(attr("SqsManagedSseEnabled").as_deref(), Some("true"));
+    let policy: Value = serde_json::from_str(&attr("Policy").unwrap()).unwrap();
+    assert_eq!(
+        policy["Statement"][0]["Principal"]["Service"],
+        serde_json::json!(["events.amazonaws.com", "sqs.amazonaws.com"])
+    );
+    assert_eq!(
+        policy["Statement"][1]["Condition"]["Bool"]["aws:SecureTransport"],
+        "false"
+    );
+    let queue_arn = attr("QueueArn").unwrap();
+    let events = aws_sdk_eventbridge::Client::new(&aws);
+    for suffix in RULES {
+        let name = format!("Karpenter-sandbox-{suffix}");
+        let rule = events.describe_rule().name(&name).send().await.unwrap();
+        let pattern: Value = serde_json::from_str(rule.event_pattern().unwrap()).unwrap();
+        assert!(pattern["detail-type"].is_array(), "{name}: {pattern}");
+        let targets = events
+            .list_targets_by_rule()
+            .rule(&name)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            targets.targets().iter().any(|t| t.arn() == queue_arn),
+            "{name} does not target the queue"
+        );
+    }
+
+    // Pod Identity and node access.
+    let eks = aws_sdk_eks::Client::new(&aws);
+    let assocs = eks
+        .list_pod_identity_associations()
+        .cluster_name(sb.cluster())
+        .namespace("kube-system")
+        .service_account("karpenter")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(assocs.associations().len(), 1);
+    let assoc = eks
+        .describe_pod_identity_association()
+        .cluster_name(sb.cluster())
+        .association_id(assocs.associations()[0].association_id().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .association
+        .unwrap();
+    assert_eq!(assoc.role_arn(), Some(controller.arn()));
+    eks.describe_addon()
+        .cluster_name(sb.cluster())
+        .addon_name("eks-pod-identity-agent")
+        .send()
+        .await
+        .expect("the Pod Identity agent add-on");
+    let entry = eks
+        .describe_access_entry()
+        .cluster_name(sb.cluster())
+        .principal_arn(role.arn())
+        .send()
+        .await
+        .unwrap()
+        .access_entry
+        .unwrap();
+    assert_eq!(entry.r#type(), Some("EC2_LINUX"));
+
+    // Discovery tags on the node group's subnets and the cluster security group.
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    for id in discovery_targets(sb).await {
+        let tags = ec2
+            .describe_tags()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("resource-id")
+                    .values(&id)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            tags.tags()
+                .iter()
+                .any(|t| t.key() == Some("karpenter.sh/discovery") && t.value() == Some("sandbox")),
+            "{id} lacks the discovery tag"
+        );
+    }
+}
+
+#[tokio::test]
+async fn init_plans_applies_converges_and_reports_bad_input() {
+    let sb = sandbox();
+    let cluster = sb.cluster().to_string();
+    reset(sb).await;
+
+    // 1. --plan on a fresh account lists the creates and changes nothing.
+    let before = sb.aws_calls().await.len();
+    let out = karpctl(
+        sb,
+        &[
+            "init",
+            "--cluster",
+            &cluster,
+            "--plan",
+            "--detailed-exitcode",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    for line in [
+        "  + iam-role KarpenterNodeRole-sandbox  (create: not found)",
+        "  + sqs-queue Karpenter-sandbox  (create: not found)",
+        "  + iam-policy KarpenterControllerNodeLifecyclePolicy-sandbox  (create: not found)",
+        "  + eks-pod-identity-association kube-system/karpenter  (create: not found)",
+        "  + eks-access-entry arn:aws:iam::123456789012:role/KarpenterNodeRole-sandbox",
+        "        + tag karpenter.sh/discovery = \"sandbox\"",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    assert!(stdout.contains("\nPlan: "), "{stdout}");
+    assert_eq!(init_writes_since(sb, before).await, Vec::<String>::new());
+
+    // The same plan as JSON.
+    let out = karpctl(sb, &["init", "--cluster", &cluster, "--plan", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["plan"]["changes"], true);
+    assert_eq!(doc["identity"], "pod-identity");
+    assert!(
+        doc["plan"]["summary"]["add"].as_u64().unwrap() >= 20,
+        "{doc}"
+    );
+
+    // 2. Without a terminal and without --yes there is no one to confirm: an error naming the flag.
+    let before = sb.aws_calls().await.len();
+    let out = karpctl(sb, &["init", "--cluster", &cluster]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("pass --yes"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(init_writes_since(sb, before).await, Vec::<String>::new());
+
+    // 3. A failure mid-apply (a denied permission, not retried) names its step; the steps
+    //    before it stay applied.
+    sb.inject_fault("sqs", "CreateQueue", "AccessDenied", 403, 1)
+        .await;
+    let out = karpctl(sb, &["init", "--cluster", &cluster, "--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("creating sqs-queue Karpenter-sandbox: access denied for sqs:CreateQueue"),
+        "{stderr}"
+    );
+    let aws = sb.aws().await;
+    aws_sdk_iam::Client::new(&aws)
+        .get_role()
+        .role_name(NODE_ROLE)
+        .send()
+        .await
+        .expect("the node role was created before the failing step");
+
+    // 4. The re-run converges: it creates what is missing and nothing twice.
+    let out = karpctl(sb, &["init", "--cluster", &cluster, "--yes"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        !stdout.contains("+ iam-role KarpenterNodeRole-sandbox"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Apply complete!"), "{stdout}");
+    assert_converged(sb).await;
+
+    // 5. A second apply makes zero mutating calls and says so.
+    let before = sb.aws_calls().await.len();
+    let out = karpctl(sb, &["init", "--cluster", &cluster, "--yes"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.starts_with("No changes."), "{stdout}");
+    assert_eq!(init_writes_since(sb, before).await, Vec::<String>::new());
+    let out = karpctl(
+        sb,
+        &[
+            "init",
+            "--cluster",
+            &cluster,
+            "--plan",
+            "--detailed-exitcode",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_converged(sb).await;
+
+    // 6. IRSA, planned: the cluster's OIDC provider and a trust policy change, nothing applied.
+    let before = sb.aws_calls().await.len();
+    let out = karpctl(
+        sb,
+        &[
+            "init",
+            "--cluster",
+            &cluster,
+            "--identity",
+            "irsa",
+            "--plan",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("+ iam-oidc-provider oidc.eks."), "{stdout}");
+    assert!(
+        stdout.contains(
+            "~ iam-role KarpenterControllerRole-sandbox  (update in-place: trust policy differs)"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(init_writes_since(sb, before).await, Vec::<String>::new());
+
+    // 7. Bad input: an unknown cluster names the region and the command that lists clusters.
+    let out = karpctl(sb, &["init", "--cluster", "no-such-cluster", "--plan"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "cluster no-such-cluster not found in region us-west-2; `aws eks list-clusters --region us-west-2`"
+        ),
+        "{stderr}"
+    );
+}
