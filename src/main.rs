@@ -6,6 +6,7 @@
 mod aws;
 mod cli;
 mod commands;
+mod kube;
 mod nodepools;
 mod plan;
 mod printer;
