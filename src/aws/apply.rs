@@ -61,6 +61,10 @@ impl Aws {
             };
         }
         match op {
+            InitOp::MapNodeRole { .. } => Err(AwsError::Other {
+                action: "aws-auth".into(),
+                detail: "aws-auth is written through Kubernetes, not AWS".into(),
+            }),
             InitOp::CreateRole {
                 name,
                 description,

@@ -12,8 +12,10 @@ use serde::Serialize;
 
 use crate::aws::Aws;
 use crate::cli::{IdentityArg, InitArgs};
+use crate::kube::aws_auth::MapRole;
+use crate::kube::config_map as kube_config;
 use crate::plan::init::{self, Desired, IdentityMode, Options};
-use crate::plan::{self, Applied, PlanDocument};
+use crate::plan::{self, Applied, Executor, PlanDocument};
 use crate::printer::Printer;
 
 /// `--output json` for an apply: the plan and what was applied, in one document.
@@ -77,11 +79,20 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
         desired.namespace,
         desired.service_account
     ));
-    let current = aws
+    let mut current = aws
         .current(&desired)
         .await
         .context("reading the current state of karpctl's resources")?;
-    let plan = init::plan(&desired, &current);
+    // Only CONFIG_MAP clusters need Kubernetes on the AWS side of init: nodes join through
+    // aws-auth there.
+    let kube = if desired.cluster.api_access() {
+        None
+    } else {
+        let client = kube_config::client().await?;
+        current.aws_auth = Some(kube_config::map_roles(&client).await?.unwrap_or_default());
+        Some(client)
+    };
+    let plan = init::plan(&desired, &current)?;
 
     fn result<'a>(
         desired: &'a Desired,
@@ -117,11 +128,29 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
     if !args.yes {
         confirm()?;
     }
-    let applied = plan::apply(&plan, &aws, |line| printer.progress(line)).await?;
+    let executor = InitExecutor { aws: &aws, kube };
+    let applied = plan::apply(&plan, &executor, |line| printer.progress(line)).await?;
     printer.result(&result(&desired, &plan, Some(&applied)), |_| {
         format!("\n{}", applied.render())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// AWS calls go to AWS; the aws-auth row goes through Kubernetes.
+struct InitExecutor<'a> {
+    aws: &'a Aws,
+    kube: Option<kube::Client>,
+}
+
+impl Executor<init::InitOp> for InitExecutor<'_> {
+    async fn execute(&self, op: &init::InitOp) -> anyhow::Result<()> {
+        match (op, &self.kube) {
+            (init::InitOp::MapNodeRole { rolearn }, Some(client)) => {
+                kube_config::add_role(client, &MapRole::node(rolearn)).await
+            }
+            _ => self.aws.execute(op).await,
+        }
+    }
 }
 
 /// Terraform's confirmation: only `yes` goes ahead. Without a terminal there is no one to

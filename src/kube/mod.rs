@@ -1,7 +1,5 @@
-//! The Kubernetes side of karpctl. Today: the pure `aws-auth` merge that lets nodes join a
-//! cluster whose authentication mode is CONFIG_MAP; the client-side writes come with the
-//! Kubernetes half of `init`.
+//! The Kubernetes side of karpctl. Today: `aws-auth`, which lets nodes join a cluster whose
+//! authentication mode is CONFIG_MAP — the pure merge and the read-merge-write around it.
 
-// Called by the Kubernetes half of `init` and by `uninstall`, which land in later changes.
-#[allow(dead_code)]
 pub mod aws_auth;
+pub mod config_map;

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::iam_policies::{self, PolicyDocument, RenderError, Scope};
 use super::{Action, Item, Plan, Resource};
+use crate::kube::aws_auth::{self, AwsAuthError, MapRole, Merge};
 
 /// Marks every resource karpctl creates, so any later run on any machine can find them.
 pub const MANAGED_BY_TAG: &str = "karpctl.sh/managed-by";
@@ -114,6 +115,8 @@ pub enum PlanError {
     NoOidcIssuer(String),
     #[error(transparent)]
     Policy(#[from] RenderError),
+    #[error(transparent)]
+    AwsAuth(#[from] AwsAuthError),
 }
 
 /// A role as it should be.
@@ -414,6 +417,9 @@ pub struct Current {
     pub access_entry: Option<String>,
     /// Tags on each subnet and security group discovery targets.
     pub resource_tags: BTreeMap<String, Tags>,
+    /// `mapRoles` of the aws-auth ConfigMap (read only for CONFIG_MAP clusters; empty when
+    /// the ConfigMap does not exist).
+    pub aws_auth: Option<String>,
 }
 
 // ---- operations ---------------------------------------------------------------------------
@@ -520,6 +526,10 @@ pub enum InitOp {
         resource: String,
         tags: Tags,
     },
+    /// Not an AWS call: the node role's row in the aws-auth ConfigMap (CONFIG_MAP clusters).
+    MapNodeRole {
+        rolearn: String,
+    },
 }
 
 fn missing(desired: &Tags, current: &Tags) -> Tags {
@@ -543,7 +553,7 @@ fn policy_name(arn: &str) -> &str {
 /// Compares desired with current and returns the plan, in apply order: the node role, the
 /// interruption queue and rules, the controller policies, role and identity, the Spot
 /// service-linked role, node access, and the discovery tags.
-pub fn plan(d: &Desired, cur: &Current) -> Plan<InitOp> {
+pub fn plan(d: &Desired, cur: &Current) -> Result<Plan<InitOp>, PlanError> {
     let mut items = Vec::new();
     role_items(&mut items, &d.node_role, cur.node_role.as_ref(), &d.tags);
     queue_items(&mut items, d, cur);
@@ -571,9 +581,9 @@ pub fn plan(d: &Desired, cur: &Current) -> Plan<InitOp> {
             }],
         )
     });
-    access_items(&mut items, d, cur);
+    access_items(&mut items, d, cur)?;
     tag_items(&mut items, d, cur);
-    Plan::new(items)
+    Ok(Plan::new(items))
 }
 
 fn role_items(items: &mut Vec<Item<InitOp>>, spec: &RoleSpec, cur: Option<&Role>, tags: &Tags) {
@@ -895,12 +905,32 @@ fn identity_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
     }
 }
 
-fn access_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
+fn access_items(
+    items: &mut Vec<Item<InitOp>>,
+    d: &Desired,
+    cur: &Current,
+) -> Result<(), PlanError> {
     const KIND: &str = "eks-access-entry";
     if !d.cluster.api_access() {
-        // CONFIG_MAP clusters: nodes join through an aws-auth row, which the Kubernetes side
-        // of init adds (kube::aws_auth holds the merge).
-        return;
+        // CONFIG_MAP clusters have no access entries: nodes join through an aws-auth row.
+        const ROW: &str = "aws-auth-row";
+        let arn = &d.node_role.arn;
+        let text = cur.aws_auth.as_deref().unwrap_or_default();
+        items.push(match aws_auth::add_role(text, &MapRole::node(arn))? {
+            Merge::Unchanged => Item::noop(ROW, arn, "mapped in kube-system/aws-auth"),
+            Merge::Changed(_) => Item::change(
+                Resource::new(
+                    ROW,
+                    arn,
+                    Action::Create,
+                    "not in kube-system/aws-auth mapRoles (authentication mode CONFIG_MAP); lets Karpenter's nodes join, other rows kept as they are",
+                ),
+                vec![InitOp::MapNodeRole {
+                    rolearn: arn.clone(),
+                }],
+            ),
+        });
+        return Ok(());
     }
     let cluster = &d.cluster.name;
     let principal = &d.node_role.arn;
@@ -940,6 +970,7 @@ fn access_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
             ],
         ),
     });
+    Ok(())
 }
 
 fn tag_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
@@ -1027,6 +1058,7 @@ mod tests {
             attached: spec.policies.iter().cloned().collect(),
         };
         Current {
+            aws_auth: None,
             node_role: Some(role(&d.node_role)),
             controller_role: Some(role(&d.controller_role)),
             queue: Some(Queue {
@@ -1096,7 +1128,7 @@ mod tests {
     #[test]
     fn fresh_account_plans_every_resource_as_a_create_in_apply_order() {
         let d = desired(cluster(), None);
-        let p = plan(&d, &Current::default());
+        let p = plan(&d, &Current::default()).unwrap();
         let s = p.summary();
         // 2 roles + 4 + 5 attachments, queue, 5 rules, 5 policies, add-on, association,
         // spot role, access entry; 4 tag updates (2 subnets, 2 security groups).
@@ -1130,11 +1162,11 @@ mod tests {
     #[test]
     fn converged_state_plans_no_changes() {
         let d = desired(cluster(), None);
-        let p = plan(&d, &converged(&d));
+        let p = plan(&d, &converged(&d)).unwrap();
         assert!(!p.has_changes(), "{}", p.render());
         assert!(p.render().starts_with("No changes."));
         let d = desired(cluster(), Some(IdentityMode::Irsa));
-        assert!(!plan(&d, &converged(&d)).has_changes());
+        assert!(!plan(&d, &converged(&d)).unwrap().has_changes());
     }
 
     #[test]
@@ -1210,14 +1242,47 @@ mod tests {
     }
 
     #[test]
-    fn config_map_clusters_get_no_access_entry() {
+    fn config_map_clusters_get_an_aws_auth_row_instead_of_an_access_entry() {
         let mut c = cluster();
         c.authentication_mode = "CONFIG_MAP".into();
-        let p = plan(&desired(c, None), &Current::default());
+        c.pod_identity_available = false;
+        let d = desired(c, None);
+        let arn = d.node_role.arn.clone();
+        let existing = "# admins\n- rolearn: arn:aws:iam::123456789012:role/admin\n  username: admin\n  groups:\n  - system:masters\n";
+        let cur = Current {
+            aws_auth: Some(existing.into()),
+            ..Current::default()
+        };
+        let p = plan(&d, &cur).unwrap();
         assert!(
             p.items
                 .iter()
                 .all(|i| i.resource.kind != "eks-access-entry")
+        );
+        let row = p
+            .items
+            .iter()
+            .find(|i| i.resource.kind == "aws-auth-row")
+            .unwrap();
+        assert_eq!(row.resource.action, Action::Create);
+        assert_eq!(
+            row.ops,
+            [InitOp::MapNodeRole {
+                rolearn: arn.clone()
+            }]
+        );
+
+        let mapped =
+            format!("{existing}- rolearn: {arn}\n  username: x\n  groups: [system:nodes]\n");
+        let mut cur = converged(&d);
+        cur.aws_auth = Some(mapped);
+        assert!(!plan(&d, &cur).unwrap().has_changes());
+
+        cur.aws_auth = Some("- rolearn: [broken\n".into());
+        let err = plan(&d, &cur).unwrap_err().to_string();
+        assert!(
+            err.contains("aws-auth ConfigMap's mapRoles is not valid YAML"),
+            "{err}"
         );
     }
 
@@ -1246,7 +1311,7 @@ mod tests {
             "sg-ng".into(),
             Tags::from([(DISCOVERY_TAG.into(), "other".into())]),
         );
-        let p = plan(&d, &cur);
+        let p = plan(&d, &cur).unwrap();
         let q = line(&p, "sqs-queue", "Karpenter-demo");
         assert_eq!(q.action, Action::Update);
         assert_eq!(
@@ -1294,7 +1359,7 @@ mod tests {
         let p = cur.policies.get_mut(&name).unwrap();
         p.document = json!({"Version": "2012-10-17", "Statement": []});
         p.other_versions = vec!["v1".into(), "v2".into(), "v3".into(), "v4".into()];
-        let plan = plan(&d, &cur);
+        let plan = plan(&d, &cur).unwrap();
         let item = plan.items.iter().find(|i| i.resource.id == name).unwrap();
         assert!(
             matches!(&item.ops[0], InitOp::CreatePolicyVersion { delete_first: Some(v), .. } if v == "v1")
