@@ -60,6 +60,11 @@ const INIT_WRITES: &[&str] = &[
 /// Runs the CLI with only the sandbox's environment (and an empty HOME, so no real
 /// ~/.aws/config can be read) and stdin closed (no terminal).
 fn karpctl(sb: &Sandbox, args: &[&str]) -> Output {
+    karpctl_without(sb, &[], args)
+}
+
+/// As [`karpctl`], with some of the sandbox's variables left out.
+fn karpctl_without(sb: &Sandbox, unset: &[&str], args: &[&str]) -> Output {
     let home = std::env::temp_dir().join("karpctl-init-test-home");
     std::fs::create_dir_all(&home).unwrap();
     Command::new(env!("CARGO_BIN_EXE_karpctl"))
@@ -67,7 +72,7 @@ fn karpctl(sb: &Sandbox, args: &[&str]) -> Output {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", &home)
-        .envs(&sb.env)
+        .envs(sb.env.iter().filter(|(k, _)| !unset.contains(&k.as_str())))
         .stdin(Stdio::null())
         .output()
         .expect("running karpctl")
@@ -143,6 +148,22 @@ async fn reset(sb: &Sandbox) {
                     .unwrap();
             }
             iam.delete_policy().policy_arn(&arn).send().await.unwrap();
+        }
+    }
+    for provider in iam
+        .list_open_id_connect_providers()
+        .send()
+        .await
+        .unwrap()
+        .open_id_connect_provider_list()
+    {
+        let arn = provider.arn().unwrap();
+        if arn.contains(":oidc-provider/oidc.eks.") {
+            iam.delete_open_id_connect_provider()
+                .open_id_connect_provider_arn(arn)
+                .send()
+                .await
+                .unwrap();
         }
     }
     let sqs = aws_sdk_sqs::Client::new(&aws);
@@ -612,7 +633,8 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert_converged(sb).await;
 
-    // 6. IRSA, planned: the cluster's OIDC provider and a trust policy change, nothing applied.
+    // 6. IRSA: planned (nothing applied), then applied: the cluster's OIDC provider first, and
+    //    a trust policy for exactly the service account and audience.
     let before = sb.aws_calls().await.len();
     let out = karpctl(
         sb,
@@ -627,14 +649,57 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
     );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(stdout.contains("+ iam-oidc-provider oidc.eks."), "{stdout}");
+    let provider = stdout.find("+ iam-oidc-provider oidc.eks.").expect(&stdout);
+    let role = stdout
+        .find("~ iam-role KarpenterControllerRole-sandbox  (update in-place: trust policy differs)")
+        .expect(&stdout);
+    assert!(provider < role, "{stdout}");
+    assert_eq!(init_writes_since(sb, before).await, Vec::<String>::new());
+    let out = karpctl(
+        sb,
+        &["init", "--cluster", &cluster, "--identity", "irsa", "--yes"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let aws = sb.aws().await;
+    let iam = aws_sdk_iam::Client::new(&aws);
+    let trust = decode(
+        iam.get_role()
+            .role_name(CONTROLLER_ROLE)
+            .send()
+            .await
+            .unwrap()
+            .role
+            .unwrap()
+            .assume_role_policy_document()
+            .unwrap(),
+    );
+    let statement = &trust["Statement"][0];
+    assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
+    let federated = statement["Principal"]["Federated"].as_str().unwrap();
+    let host = federated.split_once(":oidc-provider/").unwrap().1;
+    assert_eq!(
+        statement["Condition"]["StringEquals"],
+        serde_json::json!({
+            format!("{host}:sub"): "system:serviceaccount:kube-system:karpenter",
+            format!("{host}:aud"): "sts.amazonaws.com",
+        })
+    );
+    let provider = iam
+        .get_open_id_connect_provider()
+        .open_id_connect_provider_arn(federated)
+        .send()
+        .await
+        .expect("the OIDC provider the trust names");
+    assert_eq!(provider.client_id_list(), ["sts.amazonaws.com"]);
+    // Back to the automatic choice (Pod Identity): only the trust policy changes.
+    let out = karpctl(sb, &["init", "--cluster", &cluster, "--yes"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        stdout.contains(
-            "~ iam-role KarpenterControllerRole-sandbox  (update in-place: trust policy differs)"
-        ),
+        stdout.contains("Plan: 0 to add, 1 to change, 0 to destroy."),
         "{stdout}"
     );
-    assert_eq!(init_writes_since(sb, before).await, Vec::<String>::new());
+    assert_converged(sb).await;
 
     // 7. Bad input: an unknown cluster names the region and the command that lists clusters.
     let out = karpctl(sb, &["init", "--cluster", "no-such-cluster", "--plan"]);
@@ -644,6 +709,53 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
         stderr.contains(
             "cluster no-such-cluster not found in region us-west-2; `aws eks list-clusters --region us-west-2`"
         ),
+        "{stderr}"
+    );
+
+    // No credentials anywhere: say how to provide them; nothing is called.
+    let out = karpctl_without(
+        sb,
+        &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        &["init", "--cluster", &cluster, "--plan"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no AWS credentials found"), "{stderr}");
+    assert!(stderr.contains("--profile"), "{stderr}");
+
+    // No region: name the flag.
+    let out = karpctl_without(
+        sb,
+        &["AWS_REGION", "AWS_DEFAULT_REGION"],
+        &["init", "--cluster", &cluster, "--plan"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no AWS region: pass --region"), "{stderr}");
+
+    // Expired credentials, as STS reports them.
+    sb.inject_fault("sts", "GetCallerIdentity", "ExpiredToken", 403, 1)
+        .await;
+    let out = karpctl(sb, &["init", "--cluster", &cluster, "--plan"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the AWS credentials have expired or are no longer valid"),
+        "{stderr}"
+    );
+
+    // A denied read names the action to grant.
+    sb.inject_fault("eks", "DescribeCluster", "AccessDeniedException", 403, 1)
+        .await;
+    let out = karpctl(sb, &["init", "--cluster", &cluster, "--plan"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("access denied for eks:DescribeCluster"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the caller needs `eks:DescribeCluster`"),
         "{stderr}"
     );
 }

@@ -6,7 +6,7 @@
 use std::error::Error as StdError;
 use std::fmt::Debug;
 
-use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AwsError {
@@ -85,7 +85,7 @@ impl AwsError {
     pub fn from_sdk<E, R>(action: &str, err: SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
-        R: Debug,
+        R: Debug + Send + Sync + 'static,
     {
         if let SdkError::ServiceError(service) = &err {
             let e = service.err();
@@ -93,7 +93,7 @@ impl AwsError {
             let message = e.message().unwrap_or("").to_string();
             return Self::from_code(action, code, message);
         }
-        let detail = format!("{}", DisplayErrorContext(&err));
+        let detail = chain(&err);
         let lower = detail.to_ascii_lowercase();
         if lower.contains("credentials")
             && (lower.contains("no providers")
@@ -129,6 +129,21 @@ impl AwsError {
             }
         }
     }
+}
+
+/// An error and its causes as one line of Display messages ("dispatch failure: io error:
+/// connection refused"), without the Debug dump the SDK's `DisplayErrorContext` adds.
+pub fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut detail = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !detail.contains(&text) {
+            detail = format!("{detail}: {text}");
+        }
+        source = cause.source();
+    }
+    detail
 }
 
 /// Turns `Err(NotFound)` into `Ok(None)` for reads where absence is an answer.

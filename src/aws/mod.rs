@@ -62,7 +62,7 @@ async fn check_credentials(config: &SdkConfig, profile: Option<&str>) -> Result<
         });
     };
     let credentials = provider.provide_credentials().await.map_err(|e| {
-        let detail = format!("{}", aws_sdk_iam::error::DisplayErrorContext(&e));
+        let detail = error::chain(&e);
         let detail = match profile {
             Some(p) => format!("profile {p}: {detail}"),
             None => detail,

@@ -559,13 +559,20 @@ pub fn plan(d: &Desired, cur: &Current) -> Result<Plan<InitOp>, PlanError> {
     queue_items(&mut items, d, cur);
     rule_items(&mut items, d, cur);
     policy_items(&mut items, d, cur);
+    // The controller role's trust names the OIDC provider (IRSA), so the provider comes
+    // first; a Pod Identity association names the role, so it comes after.
+    let mut identity = Vec::new();
+    identity_items(&mut identity, d, cur);
+    if d.identity == IdentityMode::Irsa {
+        items.append(&mut identity);
+    }
     role_items(
         &mut items,
         &d.controller_role,
         cur.controller_role.as_ref(),
         &d.tags,
     );
-    identity_items(&mut items, d, cur);
+    items.append(&mut identity);
     items.push(if cur.spot_role {
         Item::noop("iam-service-linked-role", SPOT_ROLE, "exists")
     } else {
@@ -1220,6 +1227,36 @@ mod tests {
         let stmt = &pod.controller_role.trust["Statement"][0];
         assert_eq!(stmt["Principal"]["Service"], "pods.eks.amazonaws.com");
         assert_eq!(stmt["Action"], json!(["sts:AssumeRole", "sts:TagSession"]));
+    }
+
+    #[test]
+    fn dependencies_come_before_what_names_them() {
+        let position = |p: &Plan<InitOp>, kind: &str| {
+            p.items
+                .iter()
+                .position(|i| i.resource.kind == kind)
+                .unwrap()
+        };
+        let irsa = plan(
+            &desired(cluster(), Some(IdentityMode::Irsa)),
+            &Current::default(),
+        )
+        .unwrap();
+        let controller = irsa
+            .items
+            .iter()
+            .position(|i| i.resource.id == "KarpenterControllerRole-demo")
+            .unwrap();
+        assert!(position(&irsa, "iam-oidc-provider") < controller);
+        assert!(position(&irsa, "sqs-queue") < position(&irsa, "eventbridge-rule"));
+        assert!(position(&irsa, "iam-policy") < controller);
+        let pod = plan(&desired(cluster(), None), &Current::default()).unwrap();
+        let controller = pod
+            .items
+            .iter()
+            .position(|i| i.resource.id == "KarpenterControllerRole-demo")
+            .unwrap();
+        assert!(controller < position(&pod, "eks-pod-identity-association"));
     }
 
     #[test]
