@@ -90,7 +90,12 @@ pub fn controller_policies(scope: &Scope) -> Result<Vec<PolicyDocument>, RenderE
     TEMPLATES
         .iter()
         .map(|(part, template)| {
-            let name = format!("KarpenterController{part}Policy-{}", scope.cluster);
+            let name = super::names::fit(
+                &format!("KarpenterController{part}Policy-"),
+                &scope.cluster,
+                "",
+                super::names::POLICY,
+            );
             let text =
                 hb.render_template(template, scope)
                     .map_err(|source| RenderError::Template {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::iam_policies::{self, PolicyDocument, RenderError, Scope};
-use super::{Action, Item, Plan, Resource};
+use super::{Action, Item, Plan, Resource, names};
 use crate::kube::aws_auth::{self, AwsAuthError, MapRole, Merge};
 
 /// Marks every resource karpctl creates, so any later run on any machine can find them.
@@ -202,7 +202,7 @@ impl Desired {
             (CLUSTER_TAG.to_string(), c.clone()),
         ]);
 
-        let node_role_name = format!("KarpenterNodeRole-{c}");
+        let node_role_name = names::fit("KarpenterNodeRole-", c, "", names::ROLE_OR_RULE);
         let node_role_arn = format!("arn:{p}:iam::{account}:role/{node_role_name}");
         let mut node_policies: Vec<String> = NODE_POLICIES
             .iter()
@@ -217,7 +217,7 @@ impl Desired {
             policies: node_policies,
         };
 
-        let queue_name = format!("Karpenter-{c}");
+        let queue_name = names::fit("Karpenter-", c, "", names::QUEUE);
         let queue_arn = format!("arn:{p}:sqs:{region}:{account}:{queue_name}");
         let queue_attributes = BTreeMap::from([
             ("MessageRetentionPeriod".to_string(), "300".to_string()),
@@ -227,7 +227,7 @@ impl Desired {
         let rules = INTERRUPTION_EVENTS
             .iter()
             .map(|(suffix, source, detail_type)| RuleSpec {
-                name: format!("Karpenter-{c}-{suffix}"),
+                name: names::fit("Karpenter-", c, &format!("-{suffix}"), names::ROLE_OR_RULE),
                 description: format!("{detail_type} events for Karpenter on {c} (karpctl)"),
                 pattern: json!({"source": [source], "detail-type": [detail_type]}),
             })
@@ -276,7 +276,8 @@ impl Desired {
                 (trust, Some(provider))
             }
         };
-        let controller_role_name = format!("KarpenterControllerRole-{c}");
+        let controller_role_name =
+            names::fit("KarpenterControllerRole-", c, "", names::ROLE_OR_RULE);
         let controller_role = RoleSpec {
             arn: format!("arn:{p}:iam::{account}:role/{controller_role_name}"),
             name: controller_role_name,
@@ -1257,6 +1258,28 @@ mod tests {
             .position(|i| i.resource.id == "KarpenterControllerRole-demo")
             .unwrap();
         assert!(controller < position(&pod, "eks-pod-identity-association"));
+    }
+
+    #[test]
+    fn the_longest_cluster_names_still_give_valid_resource_names() {
+        let mut c = cluster();
+        c.name = format!("{}-x", "long-cluster-name".repeat(5)); // 87 characters
+        let d = desired(c, None);
+        assert!(d.node_role.name.len() <= 64, "{}", d.node_role.name);
+        assert!(
+            d.controller_role.name.len() <= 64,
+            "{}",
+            d.controller_role.name
+        );
+        assert!(d.queue_name.len() <= 80, "{}", d.queue_name);
+        for r in &d.rules {
+            assert!(r.name.len() <= 64, "{}", r.name);
+        }
+        for (p, _) in &d.policies {
+            assert!(p.name.len() <= 128, "{}", p.name);
+        }
+        let names: BTreeSet<&str> = d.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names.len(), 5);
     }
 
     #[test]

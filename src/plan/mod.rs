@@ -6,6 +6,7 @@
 
 pub mod iam_policies;
 pub mod init;
+pub mod names;
 
 use std::fmt::Write as _;
 
