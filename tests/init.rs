@@ -583,6 +583,24 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
     );
     assert_eq!(init_writes_since(sb, before).await, Vec::<String>::new());
 
+    // A server error that outlasts the SDK's retries (three attempts) fails the first step
+    // and names it; nothing after it runs.
+    let before = sb.aws_calls().await.len();
+    sb.inject_fault("iam", "CreateRole", "ServiceFailure", 500, 3)
+        .await;
+    let out = karpctl(sb, &["init", "--cluster", &cluster, "--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("step 1/")
+            && stderr.contains(
+                "creating iam-role KarpenterNodeRole-sandbox: iam:CreateRole failed: ServiceFailure"
+            ),
+        "{stderr}"
+    );
+    let writes = init_writes_since(sb, before).await;
+    assert!(writes.iter().all(|op| op == "CreateRole"), "{writes:?}");
+
     // 3. A failure mid-apply (a denied permission, not retried) names its step; the steps
     //    before it stay applied.
     sb.inject_fault("sqs", "CreateQueue", "AccessDenied", 403, 1)
