@@ -1167,6 +1167,30 @@ mod tests {
         assert_eq!(tagged, ["subnet-a", "subnet-b", "sg-cluster", "sg-ng"]);
     }
 
+    /// The whole plan for a fresh account, as `karpctl init --plan` prints it.
+    #[test]
+    fn fresh_account_plan_snapshot() {
+        let mut c = cluster();
+        c.node_groups[0].subnets.truncate(1);
+        c.node_groups[0].security_groups.clear();
+        let text = plan(&desired(c, None), &Current::default())
+            .unwrap()
+            .render();
+        let expected = include_str!("snapshots/fresh_account_plan.txt");
+        if text != expected && std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/src/plan/snapshots/fresh_account_plan.txt"
+                ),
+                &text,
+            )
+            .unwrap();
+            return;
+        }
+        assert_eq!(text, expected, "UPDATE_SNAPSHOTS=1 rewrites the snapshot");
+    }
+
     #[test]
     fn converged_state_plans_no_changes() {
         let d = desired(cluster(), None);
