@@ -583,7 +583,11 @@ def main() -> int:
     kc = sub.add_parser("kubectl", help="run the sandbox's kubectl against it")
     kc.add_argument("rest", nargs=argparse.REMAINDER)
     kc.set_defaults(func=cmd_kubectl)
-    args = parser.parse_args()
+    # Pass-through commands take their arguments verbatim (`kubectl -n kube-system get cm`).
+    if len(sys.argv) > 1 and sys.argv[1] in ("kubectl", "selftest"):
+        args = argparse.Namespace(rest=sys.argv[2:], func={"kubectl": cmd_kubectl, "selftest": cmd_selftest}[sys.argv[1]])
+    else:
+        args = parser.parse_args()
     try:
         return args.func(args)
     except SandboxError as e:
