@@ -327,6 +327,24 @@ fn main() {
         let violations = verify(&input, &results);
         assert!(violations.is_empty(), "{name}: {violations:?}");
         let lb = lower_bound(&pools, &pods, &anti);
+        if std::env::var("KARPCTL_BENCH_DETAIL").is_ok_and(|d| name.starts_with(&d)) {
+            let mut by_type: std::collections::BTreeMap<String, (usize, f64, f64, f64)> =
+                Default::default();
+            for c in &results.node_claims {
+                let e = by_type.entry(c.instance_type.clone()).or_default();
+                e.0 += 1;
+                e.1 += c.price;
+                e.2 += c.requests.cpu as f64 / c.allocatable.cpu as f64;
+                e.3 += c.requests.memory as f64 / c.allocatable.memory as f64;
+            }
+            for (t, (n, price, cpu, mem)) in by_type {
+                println!(
+                    "    {t:<16} x{n:<4} ${price:>8.3}  cpu {:>4.0}%  mem {:>4.0}%",
+                    cpu / n as f64 * 100.0,
+                    mem / n as f64 * 100.0
+                );
+            }
+        }
         let ratio = results.total_price() / lb;
         ratios.push(ratio);
         println!(

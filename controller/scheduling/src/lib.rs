@@ -8,6 +8,7 @@
 
 pub mod checker;
 mod classes;
+mod consolidation;
 pub mod explain;
 pub mod kubernetes;
 pub mod lowerbound;

@@ -598,9 +598,11 @@ impl Solve<'_> {
             let mut b = bin.clone();
             for (c, k) in &fill.picked {
                 let class = &mut classes[*c];
+                let placed = class.placed();
                 for _ in 0..*k {
                     if let Some(pod) = class.pods.pop() {
                         b.pods.push(pod);
+                        self.pod_info[pod] = Some(placed.clone());
                     }
                 }
                 for m in &class.node_rules.members {

@@ -224,6 +224,7 @@ impl Scheduler {
         for (pod, reason) in solve.repair_spreads() {
             unschedulable.push(Unschedulable { pod, reason });
         }
+        solve.consolidate();
         let mut results = solve.results();
         unschedulable.sort_by_key(|u| u.pod);
         results.unschedulable = unschedulable;
@@ -415,6 +416,30 @@ pub(crate) struct Class {
     /// Marginal cost of one pod (LP dual prices × requests), for packing decisions.
     pub value: f64,
     pub key: String,
+    /// What placed pods remember of their class, built on first placement.
+    pub placed: Option<Arc<Placed>>,
+}
+
+/// The constraints a placed pod was placed under, kept so consolidation can move it.
+pub(crate) struct Placed {
+    pub constraints: Constraints,
+    pub request: Resources,
+    pub node_rules: NodeRules,
+    pub compat: Arc<Compat>,
+}
+
+impl Class {
+    pub fn placed(&mut self) -> Arc<Placed> {
+        if self.placed.is_none() {
+            self.placed = Some(Arc::new(Placed {
+                constraints: self.constraints.clone(),
+                request: self.request.clone(),
+                node_rules: self.node_rules.clone(),
+                compat: self.compat.clone(),
+            }));
+        }
+        self.placed.clone().expect("just set")
+    }
 }
 
 /// A DoNotSchedule spread seen while pinning: maxSkew, minDomains, eligible domains.
@@ -440,6 +465,8 @@ pub(crate) struct Solve<'s> {
     /// DoNotSchedule spreads seen while pinning: (group, key) → (maxSkew, minDomains,
     /// eligible domains), re-checked once all passes are done.
     pub spreads: HashMap<(u32, String), SpreadRecord>,
+    /// Per solved pod, once placed: the class it was placed as.
+    pub pod_info: Vec<Option<Arc<Placed>>>,
 }
 
 impl<'s> Solve<'s> {
@@ -543,6 +570,7 @@ impl<'s> Solve<'s> {
             failures: Vec::new(),
             resource_prices: Default::default(),
             spreads: HashMap::new(),
+            pod_info: vec![None; pods.len()],
         }
     }
 
@@ -584,6 +612,7 @@ impl<'s> Solve<'s> {
             compat,
             value: 0.0,
             key,
+            placed: None,
         }
     }
 
@@ -754,9 +783,11 @@ impl<'s> Solve<'s> {
                 }
             }
         }
+        let placed = class.placed();
         for _ in 0..k {
             if let Some(pod) = class.pods.pop() {
                 bin.pods.push(pod);
+                self.pod_info[pod] = Some(placed.clone());
             }
         }
     }

@@ -220,6 +220,7 @@ impl Solve<'_> {
                 compat,
                 value: 0.0,
                 key: format!("{}\u{1}{pins:?}", class.key),
+                placed: None,
             });
         }
         out
@@ -374,6 +375,7 @@ impl Solve<'_> {
 
     fn unplace(&mut self, b: usize, pod: usize) {
         let request = crate::classes::node_request(&self.pods[pod]);
+        self.pod_info[pod] = None;
         let bin = &mut self.bins[b];
         bin.pods.retain(|p| *p != pod);
         bin.used.sub(&request);

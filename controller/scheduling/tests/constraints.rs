@@ -377,3 +377,38 @@ fn options_are_sorted_and_capped() {
         assert_eq!(c.instance_type_options[0].name, c.instance_type);
     }
 }
+
+/// Regression: a preferred zone was treated as the only spread domain, so every replica was
+/// pinned there and the spread's maxSkew was exceeded against the other zones.
+#[test]
+fn preferred_zone_does_not_shrink_spread_domains() {
+    let web = pod()
+        .name("web")
+        .label("app", "web")
+        .cpu("1")
+        .memory("1Gi")
+        .prefer(5, labels::ZONE, Operator::In, &["us-east-1b"])
+        .spread(labels::ZONE, 1, app("web"));
+    let r = Case::new(replicas(3, web)).solve();
+    assert!(r.unschedulable.is_empty());
+    assert_eq!(zones(&r).len(), 3, "{:?}", zones(&r));
+}
+
+/// Regression: replicas pinned to a capacity type that a NodePool limit then refused left the
+/// other domain more than maxSkew ahead; those extra replicas must be reported instead.
+#[test]
+fn spread_pods_whose_siblings_cannot_launch_are_taken_back() {
+    let gpu = pod()
+        .name("g")
+        .label("app", "g")
+        .cpu("100m")
+        .memory("64Mi")
+        .resource("nvidia.com/gpu", "1")
+        .spread(labels::CAPACITY_TYPE, 1, app("g"));
+    let mut case = Case::new(replicas(5, gpu));
+    case.pools[0].instance_types = types(fixtures::SMALL, true);
+    case.pools[0].limits = [("cpu".to_string(), 14000)].into();
+    case.daemon_sets = vec![pod().name("agent").cpu("100m").memory("128Mi")];
+    let r = case.solve();
+    assert!(!r.unschedulable.is_empty());
+}
