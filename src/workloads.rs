@@ -315,7 +315,7 @@ mod tests {
             yaml.len() ^ yaml.bytes().map(u64::from).sum::<u64>() as usize
         ));
         std::fs::write(&path, yaml)?;
-        let out = read(&[path.clone()]);
+        let out = read(std::slice::from_ref(&path));
         let _ = std::fs::remove_file(path);
         out
     }

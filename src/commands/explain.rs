@@ -69,3 +69,40 @@ pub fn run(
     printer.result(&explanation, text)?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explains_a_gpu_pod_against_every_pool() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/simulate");
+        let cluster =
+            workloads::read(&[dir.join("nodepools.yaml"), dir.join("workloads.yaml")]).unwrap();
+        let args = CatalogueArgs {
+            region: "us-east-1".into(),
+            zones: Vec::new(),
+            instance_types: None,
+            spot: false,
+            no_spot: false,
+        };
+        let (pools, _) =
+            node_pools(&cluster.node_pools, &cluster.node_classes, &source(&args)).unwrap();
+        let pod = workloads::find_pod(&cluster, "ml/inference-0").unwrap();
+        let e = Scheduler::new(pools, Vec::new(), cluster.daemon_sets.clone()).explain(pod);
+        let general = e
+            .node_pools
+            .iter()
+            .find(|p| p.node_pool == "general")
+            .unwrap();
+        assert!(general.instance_types.iter().all(|t| !t.fits));
+        let gpu = e.node_pools.iter().find(|p| p.node_pool == "gpu").unwrap();
+        assert!(
+            gpu.instance_types
+                .iter()
+                .any(|t| t.fits && t.name == "g4dn.xlarge")
+        );
+        assert!(text(&e).contains("NodePool gpu:"));
+        assert!(workloads::find_pod(&cluster, "nope").is_err());
+    }
+}

@@ -115,3 +115,55 @@ pub fn run(
     printer.result(&types, text)?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use karpctl_scheduling::{Operator, Requirement};
+
+    #[test]
+    fn pool_requirements_filter_the_catalogue() {
+        let catalogue = karpctl_cloud::Catalogue::shipped(&Default::default()).unwrap();
+        let m5 = catalogue.get("m5.large").unwrap();
+        let g4 = catalogue.get("g4dn.xlarge").unwrap();
+        let req = |key: &str, op, values: &[&str]| -> Requirements {
+            [Requirement::new(key, op, values).unwrap()]
+                .into_iter()
+                .collect()
+        };
+        let cases = [
+            (
+                req(labels::INSTANCE_FAMILY, Operator::In, &["m5"]),
+                m5,
+                true,
+            ),
+            (
+                req(labels::INSTANCE_FAMILY, Operator::In, &["m5"]),
+                g4,
+                false,
+            ),
+            (
+                req(labels::INSTANCE_GPU_MANUFACTURER, Operator::In, &["nvidia"]),
+                m5,
+                false,
+            ),
+            (
+                req(labels::INSTANCE_GPU_MANUFACTURER, Operator::In, &["nvidia"]),
+                g4,
+                true,
+            ),
+            (
+                req(labels::CAPACITY_TYPE, Operator::In, &["spot"]),
+                m5,
+                true,
+            ),
+            (req(labels::ZONE, Operator::In, &["mars-1a"]), m5, false),
+            (req("team", Operator::In, &["a"]), m5, true),
+        ];
+        for (r, it, want) in cases {
+            assert_eq!(allowed(&r, it), want, "{r} vs {}", it.name);
+        }
+        let listing = text(&vec![m5.clone()]);
+        assert!(listing.contains("m5.large") && listing.contains("1 instance types"));
+    }
+}
