@@ -533,6 +533,23 @@ pub enum InitOp {
     },
 }
 
+/// An existing resource: unchanged when nothing needs doing, else one in-place update
+/// whose reason lists every difference found.
+fn update_or_noop(
+    kind: &str,
+    id: &str,
+    why: &[&str],
+    changes: Vec<String>,
+    ops: Vec<InitOp>,
+) -> Item<InitOp> {
+    if ops.is_empty() {
+        Item::noop(kind, id, "matches")
+    } else {
+        let resource = Resource::new(kind, id, Action::Update, why.join(", "));
+        Item::change(resource.with_changes(changes), ops)
+    }
+}
+
 fn missing(desired: &Tags, current: &Tags) -> Tags {
     desired
         .iter()
@@ -627,15 +644,7 @@ fn role_items(items: &mut Vec<Item<InitOp>>, spec: &RoleSpec, cur: Option<&Role>
                     tags: add,
                 });
             }
-            items.push(if ops.is_empty() {
-                Item::noop(KIND, &spec.name, "matches")
-            } else {
-                Item::change(
-                    Resource::new(KIND, &spec.name, Action::Update, why.join(", "))
-                        .with_changes(changes),
-                    ops,
-                )
-            });
+            items.push(update_or_noop(KIND, &spec.name, &why, changes, ops));
         }
     }
     for arn in &spec.policies {
@@ -711,15 +720,7 @@ fn queue_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
             tags: add,
         });
     }
-    items.push(if ops.is_empty() {
-        Item::noop(KIND, &d.queue_name, "matches")
-    } else {
-        Item::change(
-            Resource::new(KIND, &d.queue_name, Action::Update, why.join(", "))
-                .with_changes(changes),
-            ops,
-        )
-    });
+    items.push(update_or_noop(KIND, &d.queue_name, &why, changes, ops));
 }
 
 fn rule_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
@@ -774,15 +775,7 @@ fn rule_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
                 tags: add,
             });
         }
-        items.push(if ops.is_empty() {
-            Item::noop(KIND, &spec.name, "matches")
-        } else {
-            Item::change(
-                Resource::new(KIND, &spec.name, Action::Update, why.join(", "))
-                    .with_changes(changes),
-                ops,
-            )
-        });
+        items.push(update_or_noop(KIND, &spec.name, &why, changes, ops));
     }
 }
 
@@ -828,15 +821,7 @@ fn policy_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
                 tags: add,
             });
         }
-        items.push(if ops.is_empty() {
-            Item::noop(KIND, &doc.name, "matches")
-        } else {
-            Item::change(
-                Resource::new(KIND, &doc.name, Action::Update, why.join(", "))
-                    .with_changes(changes),
-                ops,
-            )
-        });
+        items.push(update_or_noop(KIND, &doc.name, &why, changes, ops));
     }
 }
 
