@@ -318,16 +318,7 @@ async fn assert_converged(sb: &Sandbox) {
         trust["Statement"][0]["Principal"]["Service"],
         "ec2.amazonaws.com"
     );
-    let attached: BTreeSet<String> = iam
-        .list_attached_role_policies()
-        .role_name(NODE_ROLE)
-        .send()
-        .await
-        .unwrap()
-        .attached_policies()
-        .iter()
-        .map(|p| p.policy_name().unwrap().to_string())
-        .collect();
+    let attached: BTreeSet<String> = attached_policies(&iam, NODE_ROLE).await;
     assert_eq!(
         attached,
         BTreeSet::from(
@@ -353,16 +344,7 @@ async fn assert_converged(sb: &Sandbox) {
     );
 
     // Controller policies: each under IAM's limit, all attached to the controller role.
-    let controller_attached: BTreeSet<String> = iam
-        .list_attached_role_policies()
-        .role_name(CONTROLLER_ROLE)
-        .send()
-        .await
-        .unwrap()
-        .attached_policies()
-        .iter()
-        .map(|p| p.policy_name().unwrap().to_string())
-        .collect();
+    let controller_attached: BTreeSet<String> = attached_policies(&iam, CONTROLLER_ROLE).await;
     for part in POLICIES {
         let name = format!("KarpenterController{part}Policy-sandbox");
         let arn = format!("arn:aws:iam::{account}:policy/{name}");
@@ -776,4 +758,18 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
         stderr.contains("the caller needs `eks:DescribeCluster`"),
         "{stderr}"
     );
+}
+
+/// The names of the managed policies attached to `role`.
+async fn attached_policies(iam: &aws_sdk_iam::Client, role: &str) -> BTreeSet<String> {
+    let out = iam
+        .list_attached_role_policies()
+        .role_name(role)
+        .send()
+        .await
+        .unwrap();
+    out.attached_policies()
+        .iter()
+        .map(|p| p.policy_name().unwrap().to_string())
+        .collect()
 }
