@@ -110,6 +110,9 @@ pub struct InitArgs {
     /// AWS profile from ~/.aws/config (default: AWS_PROFILE, then `default`).
     #[arg(long)]
     pub profile: Option<String>,
+    /// kubeconfig context for the cluster (default: the current context, as kubectl uses).
+    #[arg(long)]
+    pub context: Option<String>,
     /// Print the plan and exit without changing anything.
     #[arg(long)]
     pub plan: bool,

@@ -10,12 +10,28 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::{Value, json};
 use support::{Sandbox, sandbox};
 
 const NODE_ROLE: &str = "KarpenterNodeRole-sandbox";
 const CONTROLLER_ROLE: &str = "KarpenterControllerRole-sandbox";
 const QUEUE: &str = "Karpenter-sandbox";
+const CRDS: &[&str] = &[
+    "nodepools.karpenter.sh",
+    "nodeclaims.karpenter.sh",
+    "ec2nodeclasses.karpenter.k8s.aws",
+];
+/// The sandbox's Cluster Autoscaler (kube-system, 1 replica) and its key in karpctl-state.
+const CA: &str = "cluster-autoscaler";
+const STATE_CONFIG_MAP: &str = "karpctl-state";
+const CA_STATE_KEY: &str = "cluster-autoscaler.kube-system.cluster-autoscaler";
 const RULES: &[&str] = &[
     "ScheduledChange",
     "SpotInterruption",
@@ -115,6 +131,7 @@ fn decode(doc: &str) -> Value {
 
 /// Removes whatever an earlier run left, so the first plan sees a fresh account.
 async fn reset(sb: &Sandbox) {
+    reset_kube(sb).await;
     let aws = sb.aws().await;
     let iam = aws_sdk_iam::Client::new(&aws);
     let account = "123456789012";
@@ -255,6 +272,43 @@ async fn reset(sb: &Sandbox) {
     }
 }
 
+/// The Kubernetes side: the Cluster Autoscaler back at its recorded replicas, karpctl-state
+/// and the CRDs gone (waited for: a CRD lingers while its finalizer runs).
+async fn reset_kube(sb: &Sandbox) {
+    let client = sb.kube().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
+    if let Some(cm) = cms.get_opt(STATE_CONFIG_MAP).await.unwrap() {
+        if let Some(recorded) = cm.data.unwrap_or_default().get(CA_STATE_KEY) {
+            let recorded: Value = serde_json::from_str(recorded).unwrap();
+            deployments
+                .patch(
+                    CA,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": recorded["replicas"]}})),
+                )
+                .await
+                .unwrap();
+        }
+        cms.delete(STATE_CONFIG_MAP, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    for name in CRDS {
+        let _ = crds.delete(name, &DeleteParams::default()).await;
+        support::eventually(
+            &format!("CRD {name} to be deleted"),
+            Duration::from_secs(60),
+            || {
+                let crds = crds.clone();
+                async move { crds.get_opt(name).await.unwrap().is_none().then_some(()) }
+            },
+        )
+        .await;
+    }
+}
+
 /// The cluster's node-group subnets and cluster security group.
 async fn discovery_targets(sb: &Sandbox) -> Vec<String> {
     let eks = aws_sdk_eks::Client::new(&sb.aws().await);
@@ -289,6 +343,7 @@ async fn discovery_targets(sb: &Sandbox) -> Vec<String> {
 
 /// Everything a completed init leaves, asserted through the SDK.
 async fn assert_converged(sb: &Sandbox) {
+    assert_kube_converged(sb).await;
     let aws = sb.aws().await;
     let account = "123456789012";
     let managed = |tags: BTreeMap<String, String>| {
@@ -505,6 +560,53 @@ async fn assert_converged(sb: &Sandbox) {
     }
 }
 
+/// The CRDs are installed, karpctl's and Established; the Cluster Autoscaler is at 0 and its
+/// earlier replica count (1) is recorded.
+async fn assert_kube_converged(sb: &Sandbox) {
+    let client = sb.kube().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in CRDS {
+        let crd = crds.get(name).await.unwrap();
+        assert_eq!(
+            crd.metadata.labels.unwrap_or_default()["app.kubernetes.io/managed-by"],
+            "karpctl",
+            "{name}"
+        );
+        assert!(
+            crd.metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key("karpctl.sh/spec-hash"),
+            "{name}"
+        );
+        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True"),
+            "{name} is not Established: {conditions:?}"
+        );
+    }
+    let ca = Api::<Deployment>::namespaced(client.clone(), "kube-system")
+        .get(CA)
+        .await
+        .unwrap();
+    assert_eq!(ca.spec.replicas, Some(0));
+    let cm = Api::<ConfigMap>::namespaced(client, "kube-system")
+        .get(STATE_CONFIG_MAP)
+        .await
+        .unwrap();
+    assert_eq!(
+        cm.metadata.labels.unwrap_or_default()["app.kubernetes.io/managed-by"],
+        "karpctl"
+    );
+    let recorded: Value = serde_json::from_str(&cm.data.unwrap_or_default()[CA_STATE_KEY]).unwrap();
+    assert_eq!(
+        recorded,
+        json!({"namespace": "kube-system", "name": CA, "replicas": 1})
+    );
+}
+
 #[tokio::test]
 async fn init_plans_applies_converges_and_reports_bad_input() {
     let sb = sandbox();
@@ -537,6 +639,9 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
         "  + eks-pod-identity-association kube-system/karpenter  (create: not found)",
         "  + eks-access-entry arn:aws:iam::123456789012:role/KarpenterNodeRole-sandbox",
         "        + tag karpenter.sh/discovery = \"sandbox\"",
+        "  + crd nodepools.karpenter.sh  (create: not found)",
+        "  ~ deployment kube-system/cluster-autoscaler  (update in-place: Cluster Autoscaler would fight Karpenter; scaled to 0, replicas recorded for uninstall)",
+        "        ~ replicas: 1 -> 0",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }

@@ -61,9 +61,12 @@ impl Aws {
             };
         }
         match op {
-            InitOp::MapNodeRole { .. } => Err(AwsError::Other {
-                action: "aws-auth".into(),
-                detail: "aws-auth is written through Kubernetes, not AWS".into(),
+            InitOp::MapNodeRole { .. }
+            | InitOp::ApplyCrd { .. }
+            | InitOp::Record { .. }
+            | InitOp::ScaleDeployment { .. } => Err(AwsError::Other {
+                action: "kubernetes".into(),
+                detail: format!("{op:?} goes through Kubernetes, not AWS"),
             }),
             InitOp::CreateRole {
                 name,

@@ -1,6 +1,7 @@
 //! `karpctl init`: discovery, then a plan of everything the cluster needs on the AWS side
 //! (node role, interruption queue and rules, controller policies, role and identity, Spot
-//! service-linked role, node access, discovery tags), shown Terraform-style; with `--plan`
+//! service-linked role, node access, discovery tags) and in Kubernetes (CRDs, the Cluster
+//! Autoscaler scaled to 0 with its replicas recorded), shown Terraform-style; with `--plan`
 //! that is all, otherwise it asks (or takes `--yes`) and applies with progress. Every resource
 //! is tagged as karpctl's, so the next run — from any machine — plans only what is missing.
 
@@ -13,6 +14,7 @@ use serde::Serialize;
 use crate::aws::Aws;
 use crate::cli::{IdentityArg, InitArgs};
 use crate::kube::aws_auth::MapRole;
+use crate::kube::cluster_state;
 use crate::kube::config_map as kube_config;
 use crate::plan::init::{self, Desired, IdentityMode, Options};
 use crate::plan::{self, Applied, Executor, PlanDocument};
@@ -83,15 +85,15 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
         .current(&desired)
         .await
         .context("reading the current state of karpctl's resources")?;
-    // Only CONFIG_MAP clusters need Kubernetes on the AWS side of init: nodes join through
-    // aws-auth there.
-    let kube = if desired.cluster.api_access() {
-        None
-    } else {
-        let client = kube_config::client().await?;
-        current.aws_auth = Some(kube_config::map_roles(&client).await?.unwrap_or_default());
-        Some(client)
-    };
+    let kube = kube_config::client(args.context.as_deref()).await?;
+    // Only CONFIG_MAP clusters need aws-auth: nodes join through it there.
+    if !desired.cluster.api_access() {
+        current.aws_auth = Some(kube_config::map_roles(&kube).await?.unwrap_or_default());
+    }
+    current.crds =
+        cluster_state::crd_hashes(&kube, desired.crds.keys().map(String::as_str)).await?;
+    current.autoscalers = cluster_state::autoscalers(&kube).await?;
+    current.recorded = cluster_state::recorded_state(&kube).await?;
     let plan = init::plan(&desired, &current)?;
 
     fn result<'a>(
@@ -128,7 +130,11 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
     if !args.yes {
         confirm()?;
     }
-    let executor = InitExecutor { aws: &aws, kube };
+    let executor = InitExecutor {
+        aws: &aws,
+        kube,
+        printer,
+    };
     let applied = plan::apply(&plan, &executor, |line| printer.progress(line)).await?;
     printer.result(&result(&desired, &plan, Some(&applied)), |_| {
         format!("\n{}", applied.render())
@@ -136,18 +142,31 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// AWS calls go to AWS; the aws-auth row goes through Kubernetes.
+/// AWS calls go to AWS; the aws-auth row, CRDs, the karpctl-state record and the Cluster
+/// Autoscaler's scale go through Kubernetes.
 struct InitExecutor<'a> {
     aws: &'a Aws,
-    kube: Option<kube::Client>,
+    kube: kube::Client,
+    printer: &'a Printer,
 }
 
 impl Executor<init::InitOp> for InitExecutor<'_> {
     async fn execute(&self, op: &init::InitOp) -> anyhow::Result<()> {
-        match (op, &self.kube) {
-            (init::InitOp::MapNodeRole { rolearn }, Some(client)) => {
+        use init::InitOp;
+        let client = &self.kube;
+        match op {
+            InitOp::MapNodeRole { rolearn } => {
                 kube_config::add_role(client, &MapRole::node(rolearn)).await
             }
+            InitOp::ApplyCrd { name } => {
+                cluster_state::apply_crd(client, name, &|line| self.printer.progress(line)).await
+            }
+            InitOp::Record { key, value } => cluster_state::record(client, key, value).await,
+            InitOp::ScaleDeployment {
+                namespace,
+                name,
+                replicas,
+            } => cluster_state::scale(client, namespace, name, *replicas).await,
             _ => self.aws.execute(op).await,
         }
     }

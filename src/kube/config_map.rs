@@ -14,11 +14,18 @@ const NAME: &str = "aws-auth";
 const KEY: &str = "mapRoles";
 
 /// A client from the kubeconfig as kubectl finds it (KUBECONFIG, ~/.kube/config, current
-/// context), or the in-cluster service account.
-pub async fn client() -> anyhow::Result<kube::Client> {
-    let config = kube::Config::infer()
+/// context unless `context` names one), or the in-cluster service account.
+pub async fn client(context: Option<&str>) -> anyhow::Result<kube::Client> {
+    let config = match context {
+        None => kube::Config::infer().await.map_err(anyhow::Error::from),
+        Some(name) => kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions {
+            context: Some(name.to_string()),
+            ..Default::default()
+        })
         .await
-        .context("loading the kubeconfig (KUBECONFIG or ~/.kube/config) for the cluster")?;
+        .map_err(anyhow::Error::from),
+    }
+    .context("loading the kubeconfig (KUBECONFIG or ~/.kube/config) for the cluster")?;
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 

@@ -1,4 +1,4 @@
-//! The AWS side of `karpctl init` as pure data: the facts discovery found ([`Cluster`]), the
+//! `karpctl init` as pure data (AWS, plus the CRDs and the Cluster Autoscaler in Kubernetes): the facts discovery found ([`Cluster`]), the
 //! state every karpctl resource is in now ([`Current`]), what it should be ([`Desired`]),
 //! and [`plan`], which compares the two and yields the operations ([`InitOp`]) that close the
 //! gap — nothing for a resource that already matches, so a second run plans "No changes."
@@ -153,6 +153,8 @@ pub struct Desired {
     pub controller_role: RoleSpec,
     pub oidc_provider_arn: Option<String>,
     pub discovery_targets: Vec<String>,
+    /// karpctl's CRDs by name, with the hash of the spec karpctl applies.
+    pub crds: BTreeMap<String, String>,
 }
 
 /// The interruption events Karpenter handles: (rule suffix, source, detail-type), as
@@ -310,6 +312,15 @@ impl Desired {
             controller_role,
             oidc_provider_arn,
             discovery_targets,
+            crds: crate::kube::cluster_state::desired_crds()
+                .iter()
+                .map(|c| {
+                    (
+                        c.metadata.name.clone().unwrap_or_default(),
+                        crate::kube::cluster_state::spec_hash(c),
+                    )
+                })
+                .collect(),
             cluster,
         })
     }
@@ -421,11 +432,32 @@ pub struct Current {
     /// `mapRoles` of the aws-auth ConfigMap (read only for CONFIG_MAP clusters; empty when
     /// the ConfigMap does not exist).
     pub aws_auth: Option<String>,
+    /// Each of karpctl's CRDs that exists, with its spec-hash annotation ("" when missing).
+    pub crds: BTreeMap<String, String>,
+    /// Deployments that run the Cluster Autoscaler.
+    pub autoscalers: Vec<Autoscaler>,
+    /// `data` of the karpctl-state ConfigMap (what earlier runs changed).
+    pub recorded: BTreeMap<String, String>,
+}
+
+/// A Deployment running the Cluster Autoscaler, as found and as recorded in karpctl-state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Autoscaler {
+    pub namespace: String,
+    pub name: String,
+    pub replicas: i32,
+}
+
+impl Autoscaler {
+    /// Its key in karpctl-state; a valid ConfigMap key since both parts are DNS names.
+    pub fn state_key(&self) -> String {
+        format!("cluster-autoscaler.{}.{}", self.namespace, self.name)
+    }
 }
 
 // ---- operations ---------------------------------------------------------------------------
 
-/// One AWS call of the apply, carrying everything it needs.
+/// One call of the apply (to AWS, or to Kubernetes where marked), carrying everything it needs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InitOp {
     CreateRole {
@@ -531,6 +563,21 @@ pub enum InitOp {
     MapNodeRole {
         rolearn: String,
     },
+    /// Kubernetes: server-side apply one of karpctl's CRDs and wait until it is Established.
+    ApplyCrd {
+        name: String,
+    },
+    /// Kubernetes: set `key` of the karpctl-state ConfigMap (before changing what it records).
+    Record {
+        key: String,
+        value: String,
+    },
+    /// Kubernetes: set a Deployment's replicas.
+    ScaleDeployment {
+        namespace: String,
+        name: String,
+        replicas: i32,
+    },
 }
 
 /// An existing resource: unchanged when nothing needs doing, else one in-place update
@@ -608,7 +655,69 @@ pub fn plan(d: &Desired, cur: &Current) -> Result<Plan<InitOp>, PlanError> {
     });
     access_items(&mut items, d, cur)?;
     tag_items(&mut items, d, cur);
+    crd_items(&mut items, d, cur);
+    autoscaler_items(&mut items, cur);
     Ok(Plan::new(items))
+}
+
+/// Our CRDs: created when absent, re-applied when the served one was applied from a
+/// different spec (an older karpctl, or not by karpctl at all).
+fn crd_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
+    const KIND: &str = "crd";
+    for (name, hash) in &d.crds {
+        let op = vec![InitOp::ApplyCrd { name: name.clone() }];
+        items.push(match cur.crds.get(name) {
+            None => Item::change(Resource::new(KIND, name, Action::Create, "not found"), op),
+            Some(served) if served == hash => Item::noop(KIND, name, "matches"),
+            Some(served) => Item::change(
+                Resource::new(KIND, name, Action::Update, "spec differs from karpctl's")
+                    .with_changes(vec![format!(
+                        "~ annotation {}: {served:?} -> {hash:?}",
+                        crate::kube::cluster_state::SPEC_HASH_ANNOTATION
+                    )]),
+                op,
+            ),
+        });
+    }
+}
+
+/// The Cluster Autoscaler and Karpenter would fight over nodes, so a running one is scaled
+/// to 0 — after its replica count is recorded, so `uninstall` can restore it. One already at
+/// 0 is left alone: either an earlier run recorded it, or it was off before karpctl came.
+fn autoscaler_items(items: &mut Vec<Item<InitOp>>, cur: &Current) {
+    const KIND: &str = "deployment";
+    for ca in &cur.autoscalers {
+        let id = format!("{}/{}", ca.namespace, ca.name);
+        if ca.replicas == 0 {
+            let reason = match cur.recorded.get(&ca.state_key()) {
+                Some(_) => "scaled to 0; previous replicas recorded in karpctl-state",
+                None => "already at 0 replicas",
+            };
+            items.push(Item::noop(KIND, &id, reason));
+            continue;
+        }
+        let value = serde_json::to_string(ca).expect("an Autoscaler serializes");
+        items.push(Item::change(
+            Resource::new(
+                KIND,
+                &id,
+                Action::Update,
+                "Cluster Autoscaler would fight Karpenter; scaled to 0, replicas recorded for uninstall",
+            )
+            .with_changes(vec![format!("~ replicas: {} -> 0", ca.replicas)]),
+            vec![
+                InitOp::Record {
+                    key: ca.state_key(),
+                    value,
+                },
+                InitOp::ScaleDeployment {
+                    namespace: ca.namespace.clone(),
+                    name: ca.name.clone(),
+                    replicas: 0,
+                },
+            ],
+        ));
+    }
 }
 
 fn role_items(items: &mut Vec<Item<InitOp>>, spec: &RoleSpec, cur: Option<&Role>, tags: &Tags) {
@@ -1052,6 +1161,9 @@ mod tests {
         };
         Current {
             aws_auth: None,
+            crds: d.crds.clone(),
+            autoscalers: vec![],
+            recorded: BTreeMap::new(),
             node_role: Some(role(&d.node_role)),
             controller_role: Some(role(&d.controller_role)),
             queue: Some(Queue {
@@ -1124,14 +1236,14 @@ mod tests {
         let p = plan(&d, &Current::default()).unwrap();
         let s = p.summary();
         // 2 roles + 4 + 5 attachments, queue, 5 rules, 5 policies, add-on, association,
-        // spot role, access entry; 4 tag updates (2 subnets, 2 security groups).
+        // spot role, access entry, 3 CRDs; 4 tag updates (2 subnets, 2 security groups).
         assert_eq!(
             (s.add, s.change, s.destroy),
-            (2 + 9 + 1 + 5 + 5 + 2 + 1 + 1, 4, 0)
+            (2 + 9 + 1 + 5 + 5 + 2 + 1 + 1 + 3, 4, 0)
         );
         let kinds: Vec<&str> = p.items.iter().map(|i| i.resource.kind.as_str()).collect();
         assert_eq!(kinds.first(), Some(&"iam-role"));
-        assert_eq!(kinds.last(), Some(&"ec2-tags"));
+        assert_eq!(kinds.last(), Some(&"crd"));
         let text = p.render();
         assert!(
             text.contains("  + iam-role KarpenterNodeRole-demo  (create: not found)\n"),
@@ -1139,7 +1251,7 @@ mod tests {
         );
         assert!(text.contains("  ~ ec2-tags subnet-a  (update in-place: subnet lacks the discovery tag)\n        + tag karpenter.sh/discovery = \"demo\"\n"), "{text}");
         assert!(
-            text.ends_with("Plan: 26 to add, 4 to change, 0 to destroy.\n"),
+            text.ends_with("Plan: 29 to add, 4 to change, 0 to destroy.\n"),
             "{text}"
         );
         // Subnets sort before security groups.
@@ -1454,5 +1566,124 @@ mod tests {
             d.rules[1].pattern,
             json!({"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]})
         );
+    }
+
+    fn autoscaler(replicas: i32) -> Autoscaler {
+        Autoscaler {
+            namespace: "kube-system".into(),
+            name: "cluster-autoscaler".into(),
+            replicas,
+        }
+    }
+
+    #[test]
+    fn crds_are_created_when_absent_reapplied_when_their_hash_differs_else_unchanged() {
+        let d = desired(cluster(), None);
+        assert_eq!(d.crds.len(), 3);
+        let mut cur = converged(&d);
+        let mut names = d.crds.keys();
+        let absent = names.next().unwrap().clone();
+        let stale = names.next().unwrap().clone();
+        let same = names.next().unwrap().clone();
+        cur.crds.remove(&absent);
+        cur.crds.insert(stale.clone(), "0123".into());
+        let p = plan(&d, &cur).unwrap();
+        let created = line(&p, "crd", &absent);
+        assert_eq!(created.action, Action::Create);
+        let updated = line(&p, "crd", &stale);
+        assert_eq!(updated.action, Action::Update);
+        assert_eq!(
+            updated.changes,
+            [format!(
+                "~ annotation karpctl.sh/spec-hash: \"0123\" -> {:?}",
+                d.crds[&stale]
+            )]
+        );
+        assert_eq!(line(&p, "crd", &same).action, Action::NoOp);
+        let ops: Vec<&InitOp> = p
+            .items
+            .iter()
+            .filter(|i| i.resource.kind == "crd")
+            .flat_map(|i| &i.ops)
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                &InitOp::ApplyCrd { name: absent },
+                &InitOp::ApplyCrd { name: stale }
+            ]
+        );
+    }
+
+    #[test]
+    fn crd_hashes_are_stable_and_the_labels_mark_them_as_karpctls() {
+        let crds = crate::kube::cluster_state::desired_crds();
+        let again = crate::kube::cluster_state::desired_crds();
+        for (a, b) in crds.iter().zip(&again) {
+            assert_eq!(a.metadata.annotations, b.metadata.annotations);
+            assert_eq!(
+                a.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+                "karpctl"
+            );
+        }
+        let hashes: BTreeSet<_> = crds
+            .iter()
+            .map(crate::kube::cluster_state::spec_hash)
+            .collect();
+        assert_eq!(hashes.len(), 3);
+    }
+
+    #[test]
+    fn a_running_cluster_autoscaler_is_recorded_then_scaled_to_zero() {
+        let d = desired(cluster(), None);
+        let mut cur = converged(&d);
+        cur.autoscalers = vec![autoscaler(2)];
+        let p = plan(&d, &cur).unwrap();
+        let item = p
+            .items
+            .iter()
+            .find(|i| i.resource.id == "kube-system/cluster-autoscaler")
+            .unwrap();
+        assert_eq!(item.resource.action, Action::Update);
+        assert_eq!(item.resource.changes, ["~ replicas: 2 -> 0"]);
+        assert_eq!(
+            item.ops,
+            [
+                InitOp::Record {
+                    key: "cluster-autoscaler.kube-system.cluster-autoscaler".into(),
+                    value:
+                        r#"{"namespace":"kube-system","name":"cluster-autoscaler","replicas":2}"#
+                            .into(),
+                },
+                InitOp::ScaleDeployment {
+                    namespace: "kube-system".into(),
+                    name: "cluster-autoscaler".into(),
+                    replicas: 0,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cluster_autoscaler_at_zero_is_never_rerecorded() {
+        let d = desired(cluster(), None);
+        let mut cur = converged(&d);
+        cur.autoscalers = vec![autoscaler(0)];
+        // Scaled down by an earlier run: the recorded count stays as it is.
+        cur.recorded.insert(
+            autoscaler(0).state_key(),
+            serde_json::to_string(&autoscaler(1)).unwrap(),
+        );
+        let p = plan(&d, &cur).unwrap();
+        assert!(!p.has_changes(), "{}", p.render());
+        assert_eq!(
+            line(&p, "deployment", "kube-system/cluster-autoscaler").reason,
+            "scaled to 0; previous replicas recorded in karpctl-state"
+        );
+        // Off before karpctl came: nothing to record, nothing to do.
+        cur.recorded.clear();
+        let p = plan(&d, &cur).unwrap();
+        assert!(!p.has_changes(), "{}", p.render());
+        assert!(p.items.iter().all(|i| i.ops.is_empty()));
     }
 }
