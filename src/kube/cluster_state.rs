@@ -242,3 +242,56 @@ pub async fn scale(
     .with_context(|| format!("scaling Deployment {namespace}/{name} to {replicas}"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+    use super::*;
+
+    fn deployment(labels: &[(&str, &str)], image: &str) -> Deployment {
+        let mut d = Deployment::default();
+        d.spec.template.metadata = Some(ObjectMeta {
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        });
+        d.spec.template.spec = Some(PodSpec {
+            containers: vec![Container {
+                name: "main".into(),
+                image: Some(image.into()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        });
+        d
+    }
+
+    #[test]
+    fn the_cluster_autoscaler_is_found_by_label_or_image() {
+        for (labels, image, expected) in [
+            (vec![("app", "cluster-autoscaler")], "example/ca:1", true),
+            (
+                vec![("app.kubernetes.io/name", "cluster-autoscaler")],
+                "example/ca:1",
+                true,
+            ),
+            (
+                vec![],
+                "registry.k8s.io/autoscaling/cluster-autoscaler:v1.37.0",
+                true,
+            ),
+            (vec![("app", "coredns")], "eks/coredns:v1.12.4", false),
+        ] {
+            assert_eq!(
+                runs_cluster_autoscaler(&deployment(&labels, image)),
+                expected,
+                "{labels:?} {image}"
+            );
+        }
+    }
+}
