@@ -7,6 +7,7 @@
 pub mod iam_policies;
 pub mod init;
 pub mod names;
+pub mod uninstall;
 
 use std::fmt::Write as _;
 

@@ -1,0 +1,712 @@
+//! `karpctl uninstall` as pure data: what of karpctl's is still there ([`Found`]) and
+//! [`plan`], which yields the operations ([`UninstallOp`]) that remove it — only what karpctl
+//! owns (its tags, labels and markers), in an order that leaves nothing behind: the Cluster
+//! Autoscaler restored first, then the CRDs, node access, discovery tags, the controller's
+//! identity, role and policies, the interruption rules and queue, and the node role last.
+//! Nothing found yields no items, so a second run plans "No changes.".
+//! The Spot service-linked role and the Pod Identity agent add-on are shared account and
+//! cluster infrastructure and are never planned. Nothing here talks to AWS or Kubernetes.
+//
+// The command that reads `Found` and executes these ops lands in a later change.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use super::init::{
+    Autoscaler, CLUSTER_TAG, DISCOVERY_OWNER_TAG, DISCOVERY_TAG, MANAGED_BY, MANAGED_BY_TAG, Tags,
+};
+use super::{Action, Item, Plan, Resource};
+use crate::kube::aws_auth::{self, AwsAuthError, Merge};
+
+/// Tags on something karpctl created for `cluster`.
+pub fn owned(tags: &Tags, cluster: &str) -> bool {
+    tags.get(MANAGED_BY_TAG).map(String::as_str) == Some(MANAGED_BY)
+        && tags.get(CLUSTER_TAG).map(String::as_str) == Some(cluster)
+}
+
+/// An IAM role as found: its tags, attached policies and instance profiles it is in.
+#[derive(Debug, Clone, Default)]
+pub struct FoundRole {
+    pub name: String,
+    pub arn: String,
+    pub tags: Tags,
+    pub attached: Vec<String>,
+    pub instance_profiles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FoundRule {
+    pub name: String,
+    pub target_ids: Vec<String>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FoundQueue {
+    pub name: String,
+    pub url: String,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FoundPolicy {
+    pub arn: String,
+    /// Non-default versions (must go before the policy).
+    pub other_versions: Vec<String>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FoundAssociation {
+    pub id: String,
+    pub role_arn: String,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FoundAccessEntry {
+    pub principal: String,
+    pub kind: String,
+    pub tags: Tags,
+}
+
+/// Everything karpctl may have left in the account and the cluster, as discovery read it.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    pub cluster: String,
+    /// `data` of the karpctl-state ConfigMap (None when the ConfigMap does not exist).
+    pub recorded: Option<BTreeMap<String, String>>,
+    /// Deployments running the Cluster Autoscaler, with their current replicas.
+    pub autoscalers: Vec<Autoscaler>,
+    /// CRDs by name, with whether they carry karpctl's managed-by label.
+    pub crds: BTreeMap<String, bool>,
+    pub access_entry: Option<FoundAccessEntry>,
+    /// `mapRoles` of aws-auth (read on CONFIG_MAP clusters).
+    pub aws_auth: Option<String>,
+    /// The node role's ARN as karpctl names it (for the access entry and aws-auth row).
+    pub node_role_arn: String,
+    /// Tags of every subnet and security group init may have tagged.
+    pub resource_tags: BTreeMap<String, Tags>,
+    pub association: Option<FoundAssociation>,
+    /// The cluster's OIDC provider (ARN, tags), when it exists.
+    pub oidc_provider: Option<(String, Tags)>,
+    pub controller_role: Option<FoundRole>,
+    pub policies: Vec<FoundPolicy>,
+    pub rules: Vec<FoundRule>,
+    pub queue: Option<FoundQueue>,
+    pub node_role: Option<FoundRole>,
+}
+
+/// One call of the apply (to AWS, or to Kubernetes where marked).
+#[derive(Debug, Clone, PartialEq)]
+pub enum UninstallOp {
+    /// Kubernetes: set a Deployment's replicas.
+    ScaleDeployment {
+        namespace: String,
+        name: String,
+        replicas: i32,
+    },
+    /// Kubernetes: drop a key of karpctl-state (the ConfigMap goes when empty).
+    Forget {
+        key: String,
+    },
+    /// Kubernetes: delete the karpctl-state ConfigMap.
+    DeleteState,
+    /// Kubernetes: delete one of karpctl's CRDs.
+    DeleteCrd {
+        name: String,
+    },
+    /// Kubernetes: write aws-auth `mapRoles` without our row (re-merged on fresh data).
+    UnmapNodeRole {
+        rolearn: String,
+    },
+    DeleteAccessEntry {
+        cluster: String,
+        principal: String,
+    },
+    DeleteTags {
+        resource: String,
+        keys: Vec<String>,
+    },
+    DeletePodIdentityAssociation {
+        cluster: String,
+        id: String,
+    },
+    DeleteOidcProvider {
+        arn: String,
+    },
+    DetachRolePolicy {
+        role: String,
+        policy_arn: String,
+    },
+    RemoveRoleFromInstanceProfile {
+        role: String,
+        profile: String,
+    },
+    DeleteRole {
+        name: String,
+    },
+    DeletePolicyVersion {
+        arn: String,
+        version: String,
+    },
+    DeletePolicy {
+        arn: String,
+    },
+    RemoveTargets {
+        rule: String,
+        ids: Vec<String>,
+    },
+    DeleteRule {
+        name: String,
+    },
+    DeleteQueue {
+        url: String,
+    },
+}
+
+fn destroy(kind: &str, id: &str, reason: &str, ops: Vec<UninstallOp>) -> Item<UninstallOp> {
+    Item::change(Resource::new(kind, id, Action::Delete, reason), ops)
+}
+
+const OURS: &str = "created by karpctl";
+
+/// The uninstall plan, in apply order; only resources karpctl owns appear in it.
+pub fn plan(f: &Found) -> Result<Plan<UninstallOp>, AwsAuthError> {
+    let c = &f.cluster;
+    let mut items = Vec::new();
+
+    // Cluster Autoscaler: restore the replicas init recorded, then forget them.
+    let recorded = f.recorded.clone().unwrap_or_default();
+    let mut forgotten = 0;
+    for (key, value) in &recorded {
+        let Ok(was) = serde_json::from_str::<Autoscaler>(value) else {
+            continue;
+        };
+        if key != &was.state_key() {
+            continue;
+        }
+        let id = format!("{}/{}", was.namespace, was.name);
+        let now = f
+            .autoscalers
+            .iter()
+            .find(|a| a.namespace == was.namespace && a.name == was.name);
+        let mut ops = Vec::new();
+        let mut changes = Vec::new();
+        if let Some(now) = now
+            && now.replicas != was.replicas
+        {
+            changes.push(format!("~ replicas: {} -> {}", now.replicas, was.replicas));
+            ops.push(UninstallOp::ScaleDeployment {
+                namespace: was.namespace.clone(),
+                name: was.name.clone(),
+                replicas: was.replicas,
+            });
+        }
+        changes.push(format!("- karpctl-state {key}"));
+        ops.push(UninstallOp::Forget { key: key.clone() });
+        forgotten += 1;
+        let reason = if now.is_some() {
+            "restore the replicas recorded before karpctl scaled it to 0"
+        } else {
+            "deployment gone; drop its record"
+        };
+        items.push(Item::change(
+            Resource::new("deployment", id, Action::Update, reason).with_changes(changes),
+            ops,
+        ));
+    }
+    if f.recorded.is_some() && forgotten == recorded.len() {
+        items.push(destroy(
+            "configmap",
+            "kube-system/karpctl-state",
+            "karpctl's record; nothing left in it",
+            vec![UninstallOp::DeleteState],
+        ));
+    }
+
+    for (name, ours) in &f.crds {
+        if *ours {
+            items.push(destroy(
+                "crd",
+                name,
+                "labelled managed by karpctl",
+                vec![UninstallOp::DeleteCrd { name: name.clone() }],
+            ));
+        }
+    }
+
+    if let Some(e) = &f.access_entry
+        && e.principal == f.node_role_arn
+        && owned(&e.tags, c)
+    {
+        items.push(destroy(
+            "eks-access-entry",
+            &e.principal,
+            OURS,
+            vec![UninstallOp::DeleteAccessEntry {
+                cluster: c.clone(),
+                principal: e.principal.clone(),
+            }],
+        ));
+    }
+    if let Some(map_roles) = &f.aws_auth
+        && !f.node_role_arn.is_empty()
+        && let Merge::Changed(_) = aws_auth::remove_role(map_roles, &f.node_role_arn)?
+    {
+        items.push(Item::change(
+            Resource::new(
+                "aws-auth-row",
+                &f.node_role_arn,
+                Action::Delete,
+                "karpctl's node role row; every other row kept",
+            ),
+            vec![UninstallOp::UnmapNodeRole {
+                rolearn: f.node_role_arn.clone(),
+            }],
+        ));
+    }
+
+    for (id, tags) in &f.resource_tags {
+        if tags.get(DISCOVERY_OWNER_TAG) != Some(c) {
+            continue;
+        }
+        let mut keys = vec![DISCOVERY_OWNER_TAG.to_string()];
+        let mut changes = Vec::new();
+        if tags.get(DISCOVERY_TAG) == Some(c) {
+            keys.insert(0, DISCOVERY_TAG.to_string());
+            changes.push(format!("- tag {DISCOVERY_TAG} = {c:?}"));
+        }
+        changes.push(format!("- tag {DISCOVERY_OWNER_TAG} = {c:?}"));
+        items.push(Item::change(
+            Resource::new(
+                "ec2-tags",
+                id,
+                Action::Update,
+                "discovery tag added by karpctl",
+            )
+            .with_changes(changes),
+            vec![UninstallOp::DeleteTags {
+                resource: id.clone(),
+                keys,
+            }],
+        ));
+    }
+
+    if let Some(a) = &f.association
+        && owned(&a.tags, c)
+    {
+        items.push(destroy(
+            "eks-pod-identity-association",
+            &a.id,
+            OURS,
+            vec![UninstallOp::DeletePodIdentityAssociation {
+                cluster: c.clone(),
+                id: a.id.clone(),
+            }],
+        ));
+    }
+    if let Some((arn, tags)) = &f.oidc_provider
+        && owned(tags, c)
+    {
+        items.push(destroy(
+            "iam-oidc-provider",
+            arn,
+            OURS,
+            vec![UninstallOp::DeleteOidcProvider { arn: arn.clone() }],
+        ));
+    }
+    role_item(&mut items, f.controller_role.as_ref(), c);
+    for p in &f.policies {
+        if !owned(&p.tags, c) {
+            continue;
+        }
+        let mut ops: Vec<UninstallOp> = p
+            .other_versions
+            .iter()
+            .map(|v| UninstallOp::DeletePolicyVersion {
+                arn: p.arn.clone(),
+                version: v.clone(),
+            })
+            .collect();
+        ops.push(UninstallOp::DeletePolicy { arn: p.arn.clone() });
+        items.push(destroy("iam-policy", &p.arn, OURS, ops));
+    }
+    for r in &f.rules {
+        if !owned(&r.tags, c) {
+            continue;
+        }
+        let mut ops = Vec::new();
+        if !r.target_ids.is_empty() {
+            ops.push(UninstallOp::RemoveTargets {
+                rule: r.name.clone(),
+                ids: r.target_ids.clone(),
+            });
+        }
+        ops.push(UninstallOp::DeleteRule {
+            name: r.name.clone(),
+        });
+        items.push(destroy("eventbridge-rule", &r.name, OURS, ops));
+    }
+    if let Some(q) = &f.queue
+        && owned(&q.tags, c)
+    {
+        items.push(destroy(
+            "sqs-queue",
+            &q.name,
+            OURS,
+            vec![UninstallOp::DeleteQueue { url: q.url.clone() }],
+        ));
+    }
+    role_item(&mut items, f.node_role.as_ref(), c);
+    Ok(Plan::new(items))
+}
+
+/// A role of ours: out of its instance profiles, its policies detached, then deleted.
+fn role_item(items: &mut Vec<Item<UninstallOp>>, role: Option<&FoundRole>, cluster: &str) {
+    let Some(r) = role else { return };
+    if !owned(&r.tags, cluster) {
+        return;
+    }
+    let mut ops: Vec<UninstallOp> = r
+        .instance_profiles
+        .iter()
+        .map(|p| UninstallOp::RemoveRoleFromInstanceProfile {
+            role: r.name.clone(),
+            profile: p.clone(),
+        })
+        .collect();
+    ops.extend(r.attached.iter().map(|a| UninstallOp::DetachRolePolicy {
+        role: r.name.clone(),
+        policy_arn: a.clone(),
+    }));
+    ops.push(UninstallOp::DeleteRole {
+        name: r.name.clone(),
+    });
+    items.push(destroy("iam-role", &r.name, OURS, ops));
+}
+
+/// Something tagged for the cluster that uninstall does not delete, reported as a warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub kind: String,
+    pub id: String,
+    pub tags: Tags,
+}
+
+/// The final sweep's warnings: anything still tagged as karpctl's for this cluster, or
+/// launched by Karpenter for it (`kubernetes.io/cluster/<name>=owned` with a
+/// `karpenter.sh/nodepool` tag). Nothing is deleted.
+pub fn leftovers(cluster: &str, tagged: &[Leftover]) -> Vec<String> {
+    let owned_key = format!("kubernetes.io/cluster/{cluster}");
+    tagged
+        .iter()
+        .filter_map(|l| {
+            if owned(&l.tags, cluster) {
+                Some(format!("{} {} is still tagged as karpctl's", l.kind, l.id))
+            } else if l.tags.get(&owned_key).map(String::as_str) == Some("owned")
+                && l.tags.contains_key("karpenter.sh/nodepool")
+            {
+                Some(format!(
+                    "{} {} was launched by Karpenter for this cluster",
+                    l.kind, l.id
+                ))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: &str = "demo";
+    const NODE_ARN: &str = "arn:aws:iam::111122223333:role/KarpenterNodeRole-demo";
+
+    fn ours() -> Tags {
+        Tags::from([
+            (MANAGED_BY_TAG.into(), MANAGED_BY.into()),
+            (CLUSTER_TAG.into(), C.into()),
+        ])
+    }
+
+    fn ca(replicas: i32) -> Autoscaler {
+        Autoscaler {
+            namespace: "kube-system".into(),
+            name: "cluster-autoscaler".into(),
+            replicas,
+        }
+    }
+
+    fn role(name: &str, tags: Tags) -> FoundRole {
+        FoundRole {
+            name: name.into(),
+            arn: format!("arn:aws:iam::111122223333:role/{name}"),
+            tags,
+            attached: vec!["arn:aws:iam::aws:policy/A".into()],
+            instance_profiles: vec![],
+        }
+    }
+
+    fn full() -> Found {
+        let was = ca(2);
+        Found {
+            cluster: C.into(),
+            recorded: Some(BTreeMap::from([(
+                was.state_key(),
+                serde_json::to_string(&was).unwrap(),
+            )])),
+            autoscalers: vec![ca(0)],
+            crds: BTreeMap::from([
+                ("nodepools.karpenter.sh".into(), true),
+                ("widgets.example.com".into(), false),
+            ]),
+            access_entry: Some(FoundAccessEntry {
+                principal: NODE_ARN.into(),
+                kind: "EC2_LINUX".into(),
+                tags: ours(),
+            }),
+            aws_auth: None,
+            node_role_arn: NODE_ARN.into(),
+            resource_tags: BTreeMap::from([
+                (
+                    "subnet-1".into(),
+                    Tags::from([
+                        (DISCOVERY_TAG.into(), C.into()),
+                        (DISCOVERY_OWNER_TAG.into(), C.into()),
+                    ]),
+                ),
+                (
+                    "sg-1".into(),
+                    Tags::from([(DISCOVERY_TAG.into(), C.into())]),
+                ),
+            ]),
+            association: Some(FoundAssociation {
+                id: "a-1".into(),
+                role_arn: "r".into(),
+                tags: ours(),
+            }),
+            oidc_provider: None,
+            controller_role: Some(role("KarpenterControllerRole-demo", ours())),
+            policies: vec![FoundPolicy {
+                arn: "arn:aws:iam::111122223333:policy/P".into(),
+                other_versions: vec!["v1".into()],
+                tags: ours(),
+            }],
+            rules: vec![FoundRule {
+                name: "Karpenter-demo-Spot".into(),
+                target_ids: vec!["T".into()],
+                tags: ours(),
+            }],
+            queue: Some(FoundQueue {
+                name: "Karpenter-demo".into(),
+                url: "https://sqs/q".into(),
+                tags: ours(),
+            }),
+            node_role: Some(role("KarpenterNodeRole-demo", ours())),
+        }
+    }
+
+    fn addresses(p: &Plan<UninstallOp>) -> Vec<String> {
+        p.items
+            .iter()
+            .map(|i| format!("{:?} {}", i.resource.action, i.resource.address()))
+            .collect()
+    }
+
+    #[test]
+    fn full_state_plans_every_delete_in_order() {
+        let p = plan(&full()).unwrap();
+        assert_eq!(
+            addresses(&p),
+            vec![
+                "Update deployment kube-system/cluster-autoscaler",
+                "Delete configmap kube-system/karpctl-state",
+                "Delete crd nodepools.karpenter.sh",
+                &format!("Delete eks-access-entry {NODE_ARN}"),
+                "Update ec2-tags subnet-1",
+                "Delete eks-pod-identity-association a-1",
+                "Delete iam-role KarpenterControllerRole-demo",
+                "Delete iam-policy arn:aws:iam::111122223333:policy/P",
+                "Delete eventbridge-rule Karpenter-demo-Spot",
+                "Delete sqs-queue Karpenter-demo",
+                "Delete iam-role KarpenterNodeRole-demo",
+            ]
+        );
+        assert_eq!(
+            p.items[0].ops,
+            vec![
+                UninstallOp::ScaleDeployment {
+                    namespace: "kube-system".into(),
+                    name: "cluster-autoscaler".into(),
+                    replicas: 2
+                },
+                UninstallOp::Forget {
+                    key: ca(2).state_key()
+                },
+            ]
+        );
+        // Detach before delete; targets before rule; versions before policy.
+        assert!(matches!(
+            p.items[6].ops[..],
+            [
+                UninstallOp::DetachRolePolicy { .. },
+                UninstallOp::DeleteRole { .. }
+            ]
+        ));
+        assert!(matches!(
+            p.items[7].ops[..],
+            [
+                UninstallOp::DeletePolicyVersion { .. },
+                UninstallOp::DeletePolicy { .. }
+            ]
+        ));
+        assert!(matches!(
+            p.items[8].ops[..],
+            [
+                UninstallOp::RemoveTargets { .. },
+                UninstallOp::DeleteRule { .. }
+            ]
+        ));
+        assert_eq!(
+            p.items[4].ops,
+            vec![UninstallOp::DeleteTags {
+                resource: "subnet-1".into(),
+                keys: vec![DISCOVERY_TAG.into(), DISCOVERY_OWNER_TAG.into()],
+            }]
+        );
+        assert_eq!(p.summary().destroy, 9);
+        assert!(
+            p.render()
+                .contains("  - iam-role KarpenterNodeRole-demo  (destroy:")
+        );
+    }
+
+    #[test]
+    fn nothing_of_ours_plans_nothing() {
+        let mut f = Found {
+            cluster: C.into(),
+            node_role_arn: NODE_ARN.into(),
+            ..Found::default()
+        };
+        // Foreign things with similar names, untagged or another cluster's.
+        let mut other = ours();
+        other.insert(CLUSTER_TAG.into(), "other".into());
+        f.node_role = Some(role("KarpenterNodeRole-demo", Tags::new()));
+        f.controller_role = Some(role("KarpenterControllerRole-demo", other.clone()));
+        f.queue = Some(FoundQueue {
+            name: "q".into(),
+            url: "u".into(),
+            tags: other,
+        });
+        f.crds = BTreeMap::from([("widgets.example.com".into(), false)]);
+        f.resource_tags = BTreeMap::from([(
+            "subnet-1".into(),
+            Tags::from([(DISCOVERY_TAG.into(), C.into())]),
+        )]);
+        f.access_entry = Some(FoundAccessEntry {
+            principal: NODE_ARN.into(),
+            kind: "EC2_LINUX".into(),
+            tags: Tags::new(),
+        });
+        f.aws_auth = Some("- rolearn: arn:aws:iam::1:role/other\n  username: x\n".into());
+        let p = plan(&f).unwrap();
+        assert!(p.items.is_empty());
+        assert!(p.render().starts_with("No changes."));
+    }
+
+    #[test]
+    fn partial_state_plans_only_what_is_left() {
+        // A failed init: node role and queue policy only, CA never touched.
+        let f = Found {
+            cluster: C.into(),
+            node_role_arn: NODE_ARN.into(),
+            node_role: Some(role("KarpenterNodeRole-demo", ours())),
+            policies: vec![FoundPolicy {
+                arn: "p".into(),
+                other_versions: vec![],
+                tags: ours(),
+            }],
+            ..Found::default()
+        };
+        let p = plan(&f).unwrap();
+        assert_eq!(
+            addresses(&p),
+            vec![
+                "Delete iam-policy p",
+                "Delete iam-role KarpenterNodeRole-demo"
+            ]
+        );
+    }
+
+    #[test]
+    fn aws_auth_row_of_ours_is_removed_and_a_deployment_already_restored_is_only_forgotten() {
+        let was = ca(3);
+        let f = Found {
+            cluster: C.into(),
+            node_role_arn: NODE_ARN.into(),
+            recorded: Some(BTreeMap::from([
+                (was.state_key(), serde_json::to_string(&was).unwrap()),
+                ("something-else".into(), "x".into()),
+            ])),
+            autoscalers: vec![ca(3)],
+            aws_auth: Some(format!(
+                "- rolearn: arn:aws:iam::1:role/other\n  username: x\n- rolearn: {NODE_ARN}\n  username: system:node:{{{{EC2PrivateDNSName}}}}\n"
+            )),
+            ..Found::default()
+        };
+        let p = plan(&f).unwrap();
+        assert_eq!(
+            addresses(&p),
+            vec![
+                "Update deployment kube-system/cluster-autoscaler",
+                &format!("Delete aws-auth-row {NODE_ARN}"),
+            ]
+        );
+        // Already at 3: no scale, just forget; another key stays, so the ConfigMap stays.
+        assert_eq!(
+            p.items[0].ops,
+            vec![UninstallOp::Forget {
+                key: was.state_key()
+            }]
+        );
+    }
+
+    #[test]
+    fn sweep_reports_ours_and_karpenters_only() {
+        let karpenter = Tags::from([
+            ("kubernetes.io/cluster/demo".into(), "owned".into()),
+            ("karpenter.sh/nodepool".into(), "default".into()),
+        ]);
+        let foreign = Tags::from([("kubernetes.io/cluster/demo".into(), "owned".into())]);
+        let got = leftovers(
+            C,
+            &[
+                Leftover {
+                    kind: "ec2-instance".into(),
+                    id: "i-1".into(),
+                    tags: karpenter,
+                },
+                Leftover {
+                    kind: "ec2-instance".into(),
+                    id: "i-2".into(),
+                    tags: foreign,
+                },
+                Leftover {
+                    kind: "iam-role".into(),
+                    id: "r".into(),
+                    tags: ours(),
+                },
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                "ec2-instance i-1 was launched by Karpenter for this cluster",
+                "iam-role r is still tagged as karpctl's",
+            ]
+        );
+    }
+}
