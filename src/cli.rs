@@ -34,6 +34,13 @@ pub enum Command {
     ///
     /// Plans first, Terraform-style, then asks before applying; a second run changes nothing.
     Init(InitArgs),
+    /// Remove what `init` set up, only what karpctl owns (by its tags, labels and markers).
+    ///
+    /// Restores the Cluster Autoscaler, then deletes karpctl's CRDs, node access, discovery
+    /// tags, controller identity, role and policies, interruption rules and queue, and the
+    /// node role; plans first, then asks. The Spot service-linked role and the Pod Identity
+    /// agent add-on are shared and kept. Anything still tagged for the cluster is reported.
+    Uninstall(UninstallArgs),
     /// Convert v1beta1 NodePools, NodeClaims and EC2NodeClasses to v1, noting every change.
     ///
     /// Converted manifests go to stdout, notes to stderr; other objects pass through unchanged.
@@ -130,6 +137,38 @@ pub struct InitArgs {
     #[arg(long, default_value = "kube-system")]
     pub namespace: String,
     /// Name of the controller's service account.
+    #[arg(long = "service-account", default_value = "karpenter")]
+    pub service_account: String,
+}
+
+/// `karpctl uninstall`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UninstallArgs {
+    /// The EKS cluster to take back.
+    #[arg(long)]
+    pub cluster: String,
+    /// AWS region (default: resolved as the AWS CLI does: AWS_REGION, then the profile).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS profile from ~/.aws/config (default: AWS_PROFILE, then `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// kubeconfig context for the cluster (default: the current context, as kubectl uses).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Print the plan and exit without changing anything.
+    #[arg(long)]
+    pub plan: bool,
+    /// Apply without asking for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// With --plan: exit 0 when there is nothing to do, 2 when there are changes.
+    #[arg(long = "detailed-exitcode")]
+    pub detailed_exitcode: bool,
+    /// Namespace of the controller's service account (as given to init).
+    #[arg(long, default_value = "kube-system")]
+    pub namespace: String,
+    /// Name of the controller's service account (as given to init).
     #[arg(long = "service-account", default_value = "karpenter")]
     pub service_account: String,
 }

@@ -8,6 +8,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use super::{Aws, AwsError};
 use crate::plan::Executor;
 use crate::plan::init::{InitOp, Tags};
+use crate::plan::uninstall::UninstallOp;
 
 fn iam_tags(tags: &Tags) -> Vec<aws_sdk_iam::types::Tag> {
     tags.iter()
@@ -321,6 +322,113 @@ impl Aws {
                         .collect()
                 ))
             ),
+        }
+    }
+}
+
+/// Errors meaning the thing is gone already: a delete that finds nothing has done its job
+/// (a re-run after a partial uninstall, or a concurrent one).
+const GONE: &[&str] = &[
+    "NoSuchEntity",
+    "ResourceNotFoundException",
+    "QueueDoesNotExist",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "NonExistentQueue",
+];
+
+impl Aws {
+    /// Executes one of `uninstall`'s AWS operations (the Kubernetes ones are refused).
+    pub async fn run_uninstall(&self, op: &UninstallOp) -> Result<(), AwsError> {
+        macro_rules! call {
+            ($action:literal, $fut:expr) => {
+                match $fut
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk($action, e))
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is(GONE) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            };
+        }
+        match op {
+            UninstallOp::ScaleDeployment { .. }
+            | UninstallOp::Forget { .. }
+            | UninstallOp::DeleteState
+            | UninstallOp::DeleteCrd { .. }
+            | UninstallOp::UnmapNodeRole { .. } => Err(AwsError::Other {
+                action: "kubernetes".into(),
+                detail: format!("{op:?} goes through Kubernetes, not AWS"),
+            }),
+            UninstallOp::DeleteAccessEntry { cluster, principal } => call!(
+                "eks:DeleteAccessEntry",
+                self.eks
+                    .delete_access_entry()
+                    .cluster_name(cluster)
+                    .principal_arn(principal)
+            ),
+            UninstallOp::DeleteTags { resource, keys } => call!(
+                "ec2:DeleteTags",
+                self.ec2.delete_tags().resources(resource).set_tags(Some(
+                    keys.iter()
+                        .map(|k| aws_sdk_ec2::types::Tag::builder().key(k).build())
+                        .collect()
+                ))
+            ),
+            UninstallOp::DeletePodIdentityAssociation { cluster, id } => call!(
+                "eks:DeletePodIdentityAssociation",
+                self.eks
+                    .delete_pod_identity_association()
+                    .cluster_name(cluster)
+                    .association_id(id)
+            ),
+            UninstallOp::DeleteOidcProvider { arn } => call!(
+                "iam:DeleteOpenIDConnectProvider",
+                self.iam
+                    .delete_open_id_connect_provider()
+                    .open_id_connect_provider_arn(arn)
+            ),
+            UninstallOp::DetachRolePolicy { role, policy_arn } => call!(
+                "iam:DetachRolePolicy",
+                self.iam
+                    .detach_role_policy()
+                    .role_name(role)
+                    .policy_arn(policy_arn)
+            ),
+            UninstallOp::RemoveRoleFromInstanceProfile { role, profile } => call!(
+                "iam:RemoveRoleFromInstanceProfile",
+                self.iam
+                    .remove_role_from_instance_profile()
+                    .role_name(role)
+                    .instance_profile_name(profile)
+            ),
+            UninstallOp::DeleteRole { name } => {
+                call!("iam:DeleteRole", self.iam.delete_role().role_name(name))
+            }
+            UninstallOp::DeletePolicyVersion { arn, version } => call!(
+                "iam:DeletePolicyVersion",
+                self.iam
+                    .delete_policy_version()
+                    .policy_arn(arn)
+                    .version_id(version)
+            ),
+            UninstallOp::DeletePolicy { arn } => {
+                call!("iam:DeletePolicy", self.iam.delete_policy().policy_arn(arn))
+            }
+            UninstallOp::RemoveTargets { rule, ids } => call!(
+                "events:RemoveTargets",
+                self.events
+                    .remove_targets()
+                    .rule(rule)
+                    .set_ids(Some(ids.clone()))
+            ),
+            UninstallOp::DeleteRule { name } => {
+                call!("events:DeleteRule", self.events.delete_rule().name(name))
+            }
+            UninstallOp::DeleteQueue { url } => {
+                call!("sqs:DeleteQueue", self.sqs.delete_queue().queue_url(url))
+            }
         }
     }
 }

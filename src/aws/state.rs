@@ -10,6 +10,10 @@ use crate::plan::init::{
     Association, Current, Desired, IdentityMode, POD_IDENTITY_AGENT, Policy, Queue, Role, Rule,
     SPOT_SERVICE, Tags,
 };
+use crate::plan::uninstall::{
+    Found, FoundAccessEntry, FoundAssociation, FoundPolicy, FoundQueue, FoundRole, FoundRule,
+    Leftover,
+};
 
 const NO_SUCH_ENTITY: &[&str] = &["NoSuchEntity"];
 const EKS_NOT_FOUND: &[&str] = &["ResourceNotFoundException"];
@@ -417,6 +421,207 @@ impl Aws {
                         .collect(),
                 );
             }
+        }
+        Ok(out)
+    }
+}
+
+/// What `uninstall` needs to know about karpctl's AWS resources (read-only calls only).
+impl Aws {
+    pub async fn found(&self, d: &Desired) -> Result<Found> {
+        let cluster = &d.cluster.name;
+        let mut f = Found {
+            cluster: cluster.clone(),
+            node_role_arn: d.node_role.arn.clone(),
+            ..Found::default()
+        };
+        f.node_role = self.found_role(&d.node_role.name).await?;
+        f.controller_role = self.found_role(&d.controller_role.name).await?;
+        if let Some(q) = self.queue(&d.queue_name).await? {
+            f.queue = Some(FoundQueue {
+                name: d.queue_name.clone(),
+                url: q.url,
+                tags: q.tags,
+            });
+        }
+        for rule in &d.rules {
+            if let Some(r) = self.rule(&rule.name).await? {
+                f.rules.push(FoundRule {
+                    name: rule.name.clone(),
+                    target_ids: r.targets.into_iter().map(|(id, _)| id).collect(),
+                    tags: r.tags,
+                });
+            }
+        }
+        for (_, arn) in &d.policies {
+            if let Some(p) = self.policy(arn).await? {
+                f.policies.push(FoundPolicy {
+                    arn: arn.clone(),
+                    other_versions: p.other_versions,
+                    tags: p.tags,
+                });
+            }
+        }
+        // Both identity modes are looked at: init may have run with either.
+        if d.cluster.pod_identity_available
+            && let Some(a) = self
+                .association(cluster, &d.namespace, &d.service_account)
+                .await?
+        {
+            let tags = self
+                .eks
+                .describe_pod_identity_association()
+                .cluster_name(cluster)
+                .association_id(&a.id)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("eks:DescribePodIdentityAssociation", e))?
+                .association()
+                .and_then(|x| x.tags())
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            f.association = Some(FoundAssociation {
+                id: a.id,
+                role_arn: a.role_arn,
+                tags,
+            });
+        }
+        if let Some(issuer) = d.cluster.oidc_issuer.as_deref() {
+            let host = issuer.trim_start_matches("https://");
+            let want = format!(
+                "arn:{}:iam::{}:oidc-provider/{host}",
+                d.cluster.partition, d.cluster.account
+            );
+            if self.oidc_providers().await?.iter().any(|a| a == &want) {
+                let tags = self
+                    .iam
+                    .list_open_id_connect_provider_tags()
+                    .open_id_connect_provider_arn(&want)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("iam:ListOpenIDConnectProviderTags", e))?
+                    .tags()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().to_string()))
+                    .collect();
+                f.oidc_provider = Some((want, tags));
+            }
+        }
+        if d.cluster.api_access() {
+            let got = self
+                .eks
+                .describe_access_entry()
+                .cluster_name(cluster)
+                .principal_arn(&d.node_role.arn)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("eks:DescribeAccessEntry", e));
+            f.access_entry = absent_if(got, EKS_NOT_FOUND)?.map(|out| {
+                let e = out.access_entry();
+                FoundAccessEntry {
+                    principal: d.node_role.arn.clone(),
+                    kind: e.and_then(|e| e.r#type()).unwrap_or("STANDARD").to_string(),
+                    tags: e
+                        .and_then(|e| e.tags())
+                        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                        .unwrap_or_default(),
+                }
+            });
+        }
+        f.resource_tags = self.ec2_tags(&d.discovery_targets).await?;
+        Ok(f)
+    }
+
+    async fn found_role(&self, name: &str) -> Result<Option<FoundRole>> {
+        let Some(role) = self.role(name).await? else {
+            return Ok(None);
+        };
+        let instance_profiles = self
+            .iam
+            .list_instance_profiles_for_role()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("iam:ListInstanceProfilesForRole", e))?
+            .instance_profiles()
+            .iter()
+            .map(|p| p.instance_profile_name().to_string())
+            .collect();
+        Ok(Some(FoundRole {
+            name: name.to_string(),
+            tags: role.tags,
+            attached: role.attached.into_iter().collect(),
+            instance_profiles,
+        }))
+    }
+
+    /// For the final sweep: EC2 instances and launch templates tagged as owned by the
+    /// cluster, and instance profiles; tags included, `plan::uninstall::leftovers` decides.
+    pub async fn tagged_leftovers(&self, cluster: &str) -> Result<Vec<Leftover>> {
+        fn ec2(tags: &[aws_sdk_ec2::types::Tag]) -> Tags {
+            tags.iter()
+                .map(|t| {
+                    (
+                        t.key().unwrap_or_default().to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        }
+        let owned = aws_sdk_ec2::types::Filter::builder()
+            .name(format!("tag:kubernetes.io/cluster/{cluster}"))
+            .values("owned")
+            .build();
+        let mut out = Vec::new();
+        let instances = self
+            .ec2
+            .describe_instances()
+            .filters(owned.clone())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeInstances", e))?;
+        for r in instances.reservations() {
+            for i in r.instances() {
+                if i.state().and_then(|s| s.name()).map(|n| n.as_str()) == Some("terminated") {
+                    continue;
+                }
+                out.push(Leftover {
+                    kind: "ec2-instance".into(),
+                    id: i.instance_id().unwrap_or_default().into(),
+                    tags: ec2(i.tags()),
+                });
+            }
+        }
+        let templates = self
+            .ec2
+            .describe_launch_templates()
+            .filters(owned)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeLaunchTemplates", e))?;
+        for t in templates.launch_templates() {
+            out.push(Leftover {
+                kind: "ec2-launch-template".into(),
+                id: t.launch_template_name().unwrap_or_default().into(),
+                tags: ec2(t.tags()),
+            });
+        }
+        let profiles = self
+            .iam
+            .list_instance_profiles()
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("iam:ListInstanceProfiles", e))?;
+        for p in profiles.instance_profiles() {
+            out.push(Leftover {
+                kind: "iam-instance-profile".into(),
+                id: p.instance_profile_name().into(),
+                tags: p
+                    .tags()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().to_string()))
+                    .collect(),
+            });
         }
         Ok(out)
     }

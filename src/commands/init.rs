@@ -174,7 +174,7 @@ impl Executor<init::InitOp> for InitExecutor<'_> {
 
 /// Terraform's confirmation: only `yes` goes ahead. Without a terminal there is no one to
 /// ask, so `--yes` must say it.
-fn confirm() -> anyhow::Result<()> {
+pub(super) fn confirm() -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         bail!(

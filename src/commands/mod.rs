@@ -5,6 +5,7 @@ mod explain;
 mod init;
 mod instance_types;
 mod simulate;
+mod uninstall;
 mod version;
 
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ pub fn run(command: Command, printer: &Printer) -> anyhow::Result<ExitCode> {
     match command {
         Command::Version => version::run(printer),
         Command::Init(args) => init::run(&args, printer),
+        Command::Uninstall(args) => uninstall::run(&args, printer),
         Command::Convert { files } => convert::run(&files, printer),
         Command::Simulate { files, catalogue } => simulate::run(&files, &catalogue, printer),
         Command::Explain {

@@ -150,8 +150,6 @@ pub fn add_role(map_roles: &str, row: &MapRole) -> Result<Merge, AwsAuthError> {
 }
 
 /// Removes every row whose role ARN is `rolearn` (only those), keeping all other bytes.
-// `uninstall` calls this; it lands in a later change.
-#[allow(dead_code)]
 pub fn remove_role(map_roles: &str, rolearn: &str) -> Result<Merge, AwsAuthError> {
     let rows = parse(map_roles)?;
     if !rows.iter().any(|r| r.rolearn == rolearn) {

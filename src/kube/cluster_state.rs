@@ -225,6 +225,98 @@ pub async fn record(client: &kube::Client, key: &str, value: &str) -> anyhow::Re
     )
 }
 
+/// Every CRD labelled as managed by karpctl, by name (all `true`: the label says they are ours).
+pub async fn owned_crds(client: &kube::Client) -> anyhow::Result<BTreeMap<String, bool>> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let list = api
+        .list(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")))
+        .await
+        .context("listing CustomResourceDefinitions managed by karpctl")?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .map(|n| (n, true))
+        .collect())
+}
+
+/// Deletes a CRD (gone already is fine) and waits until it is gone: a CRD lingers while the
+/// API server removes its objects, and a re-run must not see it again.
+pub async fn delete_crd(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("deleting CustomResourceDefinition {name}"));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + ESTABLISHED_TIMEOUT;
+    while api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading CustomResourceDefinition {name}"))?
+        .is_some()
+    {
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "CustomResourceDefinition {name} is still terminating after {}s; its objects may have finalizers",
+                ESTABLISHED_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
+/// `data` of karpctl-state; None when the ConfigMap does not exist.
+pub async fn recorded_state_opt(
+    client: &kube::Client,
+) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), STATE_NAMESPACE);
+    let cm = api
+        .get_opt(STATE_CONFIG_MAP)
+        .await
+        .context("reading ConfigMap kube-system/karpctl-state")?;
+    Ok(cm.map(|cm| cm.data.unwrap_or_default()))
+}
+
+/// Drops one key of karpctl-state (every other key kept; a 409 retried on fresh data).
+pub async fn forget(client: &kube::Client, key: &str) -> anyhow::Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), STATE_NAMESPACE);
+    for _ in 0..5 {
+        let Some(mut cm) = api
+            .get_opt(STATE_CONFIG_MAP)
+            .await
+            .context("reading ConfigMap kube-system/karpctl-state")?
+        else {
+            return Ok(());
+        };
+        if cm.data.as_mut().and_then(|d| d.remove(key)).is_none() {
+            return Ok(());
+        }
+        match api
+            .replace(STATE_CONFIG_MAP, &PostParams::default(), &cm)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => return Err(e).context("writing ConfigMap kube-system/karpctl-state"),
+        }
+    }
+    bail!("ConfigMap kube-system/karpctl-state kept changing under us (5 conflicts)")
+}
+
+/// Deletes karpctl-state (gone already is fine).
+pub async fn delete_state(client: &kube::Client) -> anyhow::Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), STATE_NAMESPACE);
+    match api.delete(STATE_CONFIG_MAP, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e).context("deleting ConfigMap kube-system/karpctl-state"),
+    }
+}
+
 /// Sets a Deployment's replicas.
 pub async fn scale(
     client: &kube::Client,

@@ -84,3 +84,32 @@ pub async fn add_role(client: &kube::Client, row: &MapRole) -> anyhow::Result<()
     }
     bail!("ConfigMap kube-system/aws-auth kept changing under us (5 conflicts); run init again")
 }
+
+/// Removes the rows of `rolearn` from aws-auth (only those; every other byte kept),
+/// retrying conflicts. Nothing to do when the ConfigMap or the row is gone.
+pub async fn remove_role(client: &kube::Client, rolearn: &str) -> anyhow::Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
+    for _ in 0..5 {
+        let Some(mut cm) = api
+            .get_opt(NAME)
+            .await
+            .context("reading ConfigMap kube-system/aws-auth")?
+        else {
+            return Ok(());
+        };
+        let data = cm.data.get_or_insert_with(Default::default);
+        let text = data.get(KEY).cloned().unwrap_or_default();
+        let Merge::Changed(text) = aws_auth::remove_role(&text, rolearn)? else {
+            return Ok(());
+        };
+        data.insert(KEY.to_string(), text);
+        match api.replace(NAME, &PostParams::default(), &cm).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => return Err(e).context("writing ConfigMap kube-system/aws-auth"),
+        }
+    }
+    bail!(
+        "ConfigMap kube-system/aws-auth kept changing under us (5 conflicts); run uninstall again"
+    )
+}

@@ -1,7 +1,7 @@
 //! The plan engine: desired state is compared with current state in pure code, which yields a
 //! [`Plan`] — one [`Item`] per resource with what would happen to it and why — that is shown
 //! Terraform-style (`+ create`, `~ update in-place`, `- destroy`), serialized for `--output
-//! json`, and only then applied. Commands that change infrastructure (`init`, later
+//! json`, and only then applied. Commands that change infrastructure (`init`,
 //! `uninstall`) build a `Plan<Op>` with their own operation type and an [`Executor`] for it.
 
 pub mod iam_policies;
@@ -20,7 +20,6 @@ pub enum Action {
     Create,
     Update,
     // Planned by `uninstall`; `init` never destroys.
-    #[allow(dead_code)]
     Delete,
     NoOp,
 }

@@ -6,9 +6,6 @@
 //! Nothing found yields no items, so a second run plans "No changes.".
 //! The Spot service-linked role and the Pod Identity agent add-on are shared account and
 //! cluster infrastructure and are never planned. Nothing here talks to AWS or Kubernetes.
-//
-// The command that reads `Found` and executes these ops lands in a later change.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 
@@ -28,7 +25,6 @@ pub fn owned(tags: &Tags, cluster: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct FoundRole {
     pub name: String,
-    pub arn: String,
     pub tags: Tags,
     pub attached: Vec<String>,
     pub instance_profiles: Vec<String>,
@@ -243,7 +239,7 @@ pub fn plan(f: &Found) -> Result<Plan<UninstallOp>, AwsAuthError> {
         items.push(destroy(
             "eks-access-entry",
             &e.principal,
-            OURS,
+            &format!("{} entry for karpctl's node role, {OURS}", e.kind),
             vec![UninstallOp::DeleteAccessEntry {
                 cluster: c.clone(),
                 principal: e.principal.clone(),
@@ -299,7 +295,7 @@ pub fn plan(f: &Found) -> Result<Plan<UninstallOp>, AwsAuthError> {
         items.push(destroy(
             "eks-pod-identity-association",
             &a.id,
-            OURS,
+            &format!("{OURS} (role {})", a.role_arn),
             vec![UninstallOp::DeletePodIdentityAssociation {
                 cluster: c.clone(),
                 id: a.id.clone(),
@@ -443,7 +439,6 @@ mod tests {
     fn role(name: &str, tags: Tags) -> FoundRole {
         FoundRole {
             name: name.into(),
-            arn: format!("arn:aws:iam::111122223333:role/{name}"),
             tags,
             attached: vec!["arn:aws:iam::aws:policy/A".into()],
             instance_profiles: vec![],
