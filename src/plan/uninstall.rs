@@ -189,8 +189,10 @@ pub fn plan(f: &Found) -> Result<Plan<UninstallOp>, AwsAuthError> {
             .find(|a| a.namespace == was.namespace && a.name == was.name);
         let mut ops = Vec::new();
         let mut changes = Vec::new();
+        // Only from the 0 karpctl set: a count someone changed since is theirs to keep.
         if let Some(now) = now
-            && now.replicas != was.replicas
+            && now.replicas == 0
+            && was.replicas != 0
         {
             changes.push(format!("~ replicas: {} -> {}", now.replicas, was.replicas));
             ops.push(UninstallOp::ScaleDeployment {
@@ -202,10 +204,12 @@ pub fn plan(f: &Found) -> Result<Plan<UninstallOp>, AwsAuthError> {
         changes.push(format!("- karpctl-state {key}"));
         ops.push(UninstallOp::Forget { key: key.clone() });
         forgotten += 1;
-        let reason = if now.is_some() {
-            "restore the replicas recorded before karpctl scaled it to 0"
-        } else {
-            "deployment gone; drop its record"
+        let reason = match now {
+            None => "deployment gone; drop its record",
+            Some(_) if ops.len() > 1 => {
+                "restore the replicas recorded before karpctl scaled it to 0"
+            }
+            Some(_) => "not at karpctl's 0 (changed since, or was 0); kept, record dropped",
         };
         items.push(Item::change(
             Resource::new("deployment", id, Action::Update, reason).with_changes(changes),
@@ -246,8 +250,12 @@ pub fn plan(f: &Found) -> Result<Plan<UninstallOp>, AwsAuthError> {
             }],
         ));
     }
+    // The row names karpctl's node role: removed unless that role exists and is not ours
+    // (someone else's role of the same name, mapped by them).
+    let node_role_ours = f.node_role.as_ref().is_none_or(|r| owned(&r.tags, c));
     if let Some(map_roles) = &f.aws_auth
         && !f.node_role_arn.is_empty()
+        && node_role_ours
         && let Merge::Changed(_) = aws_auth::remove_role(map_roles, &f.node_role_arn)?
     {
         items.push(Item::change(
@@ -661,6 +669,38 @@ mod tests {
             ]
         );
         // Already at 3: no scale, just forget; another key stays, so the ConfigMap stays.
+        assert_eq!(
+            p.items[0].ops,
+            vec![UninstallOp::Forget {
+                key: was.state_key()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_row_for_a_same_named_role_that_is_not_ours_is_kept_and_a_rescaled_ca_left_alone() {
+        let was = ca(2);
+        let f = Found {
+            cluster: C.into(),
+            node_role_arn: NODE_ARN.into(),
+            node_role: Some(role("KarpenterNodeRole-demo", Tags::new())),
+            aws_auth: Some(format!("- rolearn: {NODE_ARN}\n  username: x\n")),
+            recorded: Some(BTreeMap::from([(
+                was.state_key(),
+                serde_json::to_string(&was).unwrap(),
+            )])),
+            // Someone scaled it to 5 after init: not ours to change.
+            autoscalers: vec![ca(5)],
+            ..Found::default()
+        };
+        let p = plan(&f).unwrap();
+        assert_eq!(
+            addresses(&p),
+            vec![
+                "Update deployment kube-system/cluster-autoscaler",
+                "Delete configmap kube-system/karpctl-state",
+            ]
+        );
         assert_eq!(
             p.items[0].ops,
             vec![UninstallOp::Forget {
