@@ -8,7 +8,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Output, Stdio};
 
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::{Sandbox, sandbox};
+use support::{Sandbox, sandbox, text};
 
 const NODE_ROLE: &str = "KarpenterNodeRole-sandbox";
 const CONTROLLER_ROLE: &str = "KarpenterControllerRole-sandbox";
@@ -72,43 +71,6 @@ const INIT_WRITES: &[&str] = &[
     "DeleteAccessEntry",
     "CreateTags",
 ];
-
-/// Runs the CLI with only the sandbox's environment (and an empty HOME, so no real
-/// ~/.aws/config can be read) and stdin closed (no terminal).
-fn karpctl(sb: &Sandbox, args: &[&str]) -> Output {
-    karpctl_without(sb, &[], args)
-}
-
-/// As [`karpctl`], with some of the sandbox's variables left out.
-fn karpctl_without(sb: &Sandbox, unset: &[&str], args: &[&str]) -> Output {
-    let home = std::env::temp_dir().join("karpctl-init-test-home");
-    std::fs::create_dir_all(&home).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_karpctl"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .envs(sb.env.iter().filter(|(k, _)| !unset.contains(&k.as_str())))
-        .stdin(Stdio::null())
-        .output()
-        .expect("running karpctl")
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
-}
-
-/// The init writes answered since call number `since`.
-async fn init_writes_since(sb: &Sandbox, since: usize) -> Vec<String> {
-    sb.aws_calls()
-        .await
-        .into_iter()
-        .skip(since)
-        .filter(|c| c["mutating"].as_bool() == Some(true))
-        .filter_map(|c| c["operation"].as_str().map(str::to_string))
-        .filter(|op| INIT_WRITES.contains(&op.as_str()))
-        .collect()
-}
 
 fn decode(doc: &str) -> Value {
     serde_json::from_str(doc).unwrap_or_else(|_| {
@@ -615,16 +577,13 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
 
     // 1. --plan on a fresh account lists the creates and changes nothing.
     let before = sb.aws_calls().await.len();
-    let out = karpctl(
-        sb,
-        &[
-            "init",
-            "--cluster",
-            &cluster,
-            "--plan",
-            "--detailed-exitcode",
-        ],
-    );
+    let out = sb.karpctl(&[
+        "init",
+        "--cluster",
+        &cluster,
+        "--plan",
+        "--detailed-exitcode",
+    ]);
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -646,10 +605,13 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
     assert!(stdout.contains("\nPlan: "), "{stdout}");
-    assert_eq!(init_writes_since(sb, before).await, Vec::<String>::new());
+    assert_eq!(
+        sb.writes_since(before, INIT_WRITES).await,
+        Vec::<String>::new()
+    );
 
     // The same plan as JSON.
-    let out = karpctl(sb, &["init", "--cluster", &cluster, "--plan", "-o", "json"]);
+    let out = sb.karpctl(&["init", "--cluster", &cluster, "--plan", "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(doc["plan"]["changes"], true);
@@ -661,21 +623,24 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
 
     // 2. Without a terminal and without --yes there is no one to confirm: an error naming the flag.
     let before = sb.aws_calls().await.len();
-    let out = karpctl(sb, &["init", "--cluster", &cluster]);
+    let out = sb.karpctl(&["init", "--cluster", &cluster]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("pass --yes"),
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(init_writes_since(sb, before).await, Vec::<String>::new());
+    assert_eq!(
+        sb.writes_since(before, INIT_WRITES).await,
+        Vec::<String>::new()
+    );
 
     // A server error that outlasts the SDK's retries (three attempts) fails the first step
     // and names it; nothing after it runs.
     let before = sb.aws_calls().await.len();
     sb.inject_fault("iam", "CreateRole", "ServiceFailure", 500, 3)
         .await;
-    let out = karpctl(sb, &["init", "--cluster", &cluster, "--yes"]);
+    let out = sb.karpctl(&["init", "--cluster", &cluster, "--yes"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -685,14 +650,14 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
             ),
         "{stderr}"
     );
-    let writes = init_writes_since(sb, before).await;
+    let writes = sb.writes_since(before, INIT_WRITES).await;
     assert!(writes.iter().all(|op| op == "CreateRole"), "{writes:?}");
 
     // 3. A failure mid-apply (a denied permission, not retried) names its step; the steps
     //    before it stay applied.
     sb.inject_fault("sqs", "CreateQueue", "AccessDenied", 403, 1)
         .await;
-    let out = karpctl(sb, &["init", "--cluster", &cluster, "--yes"]);
+    let out = sb.karpctl(&["init", "--cluster", &cluster, "--yes"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -708,7 +673,7 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
         .expect("the node role was created before the failing step");
 
     // 4. The re-run converges: it creates what is missing and nothing twice.
-    let out = karpctl(sb, &["init", "--cluster", &cluster, "--yes"]);
+    let out = sb.karpctl(&["init", "--cluster", &cluster, "--yes"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(
@@ -720,38 +685,35 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
 
     // 5. A second apply makes zero mutating calls and says so.
     let before = sb.aws_calls().await.len();
-    let out = karpctl(sb, &["init", "--cluster", &cluster, "--yes"]);
+    let out = sb.karpctl(&["init", "--cluster", &cluster, "--yes"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(stdout.starts_with("No changes."), "{stdout}");
-    assert_eq!(init_writes_since(sb, before).await, Vec::<String>::new());
-    let out = karpctl(
-        sb,
-        &[
-            "init",
-            "--cluster",
-            &cluster,
-            "--plan",
-            "--detailed-exitcode",
-        ],
+    assert_eq!(
+        sb.writes_since(before, INIT_WRITES).await,
+        Vec::<String>::new()
     );
+    let out = sb.karpctl(&[
+        "init",
+        "--cluster",
+        &cluster,
+        "--plan",
+        "--detailed-exitcode",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert_converged(sb).await;
 
     // 6. IRSA: planned (nothing applied), then applied: the cluster's OIDC provider first, and
     //    a trust policy for exactly the service account and audience.
     let before = sb.aws_calls().await.len();
-    let out = karpctl(
-        sb,
-        &[
-            "init",
-            "--cluster",
-            &cluster,
-            "--identity",
-            "irsa",
-            "--plan",
-        ],
-    );
+    let out = sb.karpctl(&[
+        "init",
+        "--cluster",
+        &cluster,
+        "--identity",
+        "irsa",
+        "--plan",
+    ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let provider = stdout.find("+ iam-oidc-provider oidc.eks.").expect(&stdout);
@@ -759,11 +721,11 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
         .find("~ iam-role KarpenterControllerRole-sandbox  (update in-place: trust policy differs)")
         .expect(&stdout);
     assert!(provider < role, "{stdout}");
-    assert_eq!(init_writes_since(sb, before).await, Vec::<String>::new());
-    let out = karpctl(
-        sb,
-        &["init", "--cluster", &cluster, "--identity", "irsa", "--yes"],
+    assert_eq!(
+        sb.writes_since(before, INIT_WRITES).await,
+        Vec::<String>::new()
     );
+    let out = sb.karpctl(&["init", "--cluster", &cluster, "--identity", "irsa", "--yes"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let aws = sb.aws().await;
     let iam = aws_sdk_iam::Client::new(&aws);
@@ -797,7 +759,7 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
         .expect("the OIDC provider the trust names");
     assert_eq!(provider.client_id_list(), ["sts.amazonaws.com"]);
     // Back to the automatic choice (Pod Identity): only the trust policy changes.
-    let out = karpctl(sb, &["init", "--cluster", &cluster, "--yes"]);
+    let out = sb.karpctl(&["init", "--cluster", &cluster, "--yes"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -807,7 +769,7 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
     assert_converged(sb).await;
 
     // 7. Bad input: an unknown cluster names the region and the command that lists clusters.
-    let out = karpctl(sb, &["init", "--cluster", "no-such-cluster", "--plan"]);
+    let out = sb.karpctl(&["init", "--cluster", "no-such-cluster", "--plan"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -818,8 +780,7 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
     );
 
     // No credentials anywhere: say how to provide them; nothing is called.
-    let out = karpctl_without(
-        sb,
+    let out = sb.karpctl_without(
         &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
         &["init", "--cluster", &cluster, "--plan"],
     );
@@ -829,8 +790,7 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
     assert!(stderr.contains("--profile"), "{stderr}");
 
     // No region: name the flag.
-    let out = karpctl_without(
-        sb,
+    let out = sb.karpctl_without(
         &["AWS_REGION", "AWS_DEFAULT_REGION"],
         &["init", "--cluster", &cluster, "--plan"],
     );
@@ -841,7 +801,7 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
     // Expired credentials, as STS reports them.
     sb.inject_fault("sts", "GetCallerIdentity", "ExpiredToken", 403, 1)
         .await;
-    let out = karpctl(sb, &["init", "--cluster", &cluster, "--plan"]);
+    let out = sb.karpctl(&["init", "--cluster", &cluster, "--plan"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -852,7 +812,7 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
     // A denied read names the action to grant.
     sb.inject_fault("eks", "DescribeCluster", "AccessDeniedException", 403, 1)
         .await;
-    let out = karpctl(sb, &["init", "--cluster", &cluster, "--plan"]);
+    let out = sb.karpctl(&["init", "--cluster", &cluster, "--plan"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

@@ -8,13 +8,11 @@
 
 mod support;
 
-use std::process::{Command, Output, Stdio};
-
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use support::{Sandbox, sandbox};
+use support::{Sandbox, sandbox, text};
 
 const ACCOUNT: &str = "123456789012";
 const NODE_ROLE: &str = "KarpenterNodeRole-sandbox";
@@ -56,27 +54,9 @@ const UNINSTALL_WRITES: &[&str] = &[
     "DeleteQueue",
 ];
 
-fn karpctl(sb: &Sandbox, args: &[&str]) -> Output {
-    let home = std::env::temp_dir().join("karpctl-uninstall-test-home");
-    std::fs::create_dir_all(&home).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_karpctl"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .envs(sb.env.iter())
-        .stdin(Stdio::null())
-        .output()
-        .expect("running karpctl")
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
-}
-
 /// Runs karpctl and asserts success; returns stdout.
 fn ok(sb: &Sandbox, args: &[&str]) -> String {
-    let out = karpctl(sb, args);
+    let out = sb.karpctl(args);
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),
@@ -84,18 +64,6 @@ fn ok(sb: &Sandbox, args: &[&str]) -> String {
         text(&out.stderr)
     );
     stdout
-}
-
-/// Uninstall's writes answered since call number `since`.
-async fn writes_since(sb: &Sandbox, since: usize) -> Vec<String> {
-    sb.aws_calls()
-        .await
-        .into_iter()
-        .skip(since)
-        .filter(|c| c["mutating"].as_bool() == Some(true))
-        .filter_map(|c| c["operation"].as_str().map(str::to_string))
-        .filter(|op| UNINSTALL_WRITES.contains(&op.as_str()))
-        .collect()
 }
 
 /// What uninstall must give back untouched: aws-auth's data and the CA's replicas.
@@ -209,16 +177,13 @@ async fn uninstall_plans_removes_only_ours_converges_and_recovers_from_a_failed_
 
     // 2. The plan lists the destroys (and the CA restore) and changes nothing.
     let start = sb.aws_calls().await.len();
-    let out = karpctl(
-        sb,
-        &[
-            "uninstall",
-            "--cluster",
-            &cluster,
-            "--plan",
-            "--detailed-exitcode",
-        ],
-    );
+    let out = sb.karpctl(&[
+        "uninstall",
+        "--cluster",
+        &cluster,
+        "--plan",
+        "--detailed-exitcode",
+    ]);
     let plan = text(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{plan}\n{}", text(&out.stderr));
     for line in [
@@ -265,12 +230,15 @@ async fn uninstall_plans_removes_only_ours_converges_and_recovers_from_a_failed_
     let start = sb.aws_calls().await.len();
     let stdout = ok(sb, &uninstall);
     assert!(stdout.starts_with("No changes."), "{stdout}");
-    assert_eq!(writes_since(sb, start).await, Vec::<String>::new());
+    assert_eq!(
+        sb.writes_since(start, UNINSTALL_WRITES).await,
+        Vec::<String>::new()
+    );
 
     // 5. After an init that failed midway (the queue denied), uninstall still converges.
     sb.inject_fault("sqs", "CreateQueue", "AccessDenied", 403, 1)
         .await;
-    let out = karpctl(sb, &["init", "--cluster", &cluster, "--yes"]);
+    let out = sb.karpctl(&["init", "--cluster", &cluster, "--yes"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     aws_sdk_iam::Client::new(&sb.aws().await)
         .get_role()

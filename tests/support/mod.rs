@@ -113,6 +113,45 @@ impl Sandbox {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Runs the karpctl binary with only the sandbox's environment (less `unset`), an empty
+    /// HOME (so no real ~/.aws/config or kubeconfig can be read) and stdin closed (no
+    /// terminal).
+    pub fn karpctl_without(&self, unset: &[&str], args: &[&str]) -> std::process::Output {
+        let home = std::env::temp_dir().join("karpctl-test-home");
+        std::fs::create_dir_all(&home).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_karpctl"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .envs(
+                self.env
+                    .iter()
+                    .filter(|(k, _)| !unset.contains(&k.as_str())),
+            )
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running karpctl")
+    }
+
+    /// [`Sandbox::karpctl_without`] with the whole sandbox environment.
+    pub fn karpctl(&self, args: &[&str]) -> std::process::Output {
+        self.karpctl_without(&[], args)
+    }
+
+    /// The mutating calls among `operations` answered since call number `since`: what a
+    /// command wrote, without the registrar's and other tests' traffic.
+    pub async fn writes_since(&self, since: usize, operations: &[&str]) -> Vec<String> {
+        self.aws_calls()
+            .await
+            .into_iter()
+            .skip(since)
+            .filter(|c| c["mutating"].as_bool() == Some(true))
+            .filter_map(|c| c["operation"].as_str().map(str::to_string))
+            .filter(|op| operations.contains(&op.as_str()))
+            .collect()
+    }
+
     /// The calls the AWS endpoint has answered (`/_sandbox/calls`).
     pub async fn aws_calls(&self) -> Vec<serde_json::Value> {
         let body = http_get(&format!("{}/_sandbox/calls", self.aws_endpoint())).await;
@@ -136,6 +175,11 @@ impl Sandbox {
         )
         .await;
     }
+}
+
+/// Command output as text, for assertions and failure messages.
+pub fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
 }
 
 /// A unique suffix for the objects one test creates, so tests can share one sandbox.
