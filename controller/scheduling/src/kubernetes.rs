@@ -179,6 +179,34 @@ fn affinity_term(
     })
 }
 
+/// Required terms, and preferred terms with their weights.
+type AffinityTerms = (Vec<PodAffinityTerm>, Vec<(i32, PodAffinityTerm)>);
+
+/// The required and weighted preferred terms of a podAffinity or podAntiAffinity (the two
+/// Kubernetes types share their fields, not a type); `field` names the block for errors.
+fn affinity_terms(
+    required: Option<&[core::PodAffinityTerm]>,
+    preferred: Option<&[core::WeightedPodAffinityTerm]>,
+    labels: &BTreeMap<String, String>,
+    field: &str,
+) -> Result<AffinityTerms, ConversionError> {
+    let required = (required.unwrap_or_default().iter().enumerate())
+        .map(|(i, t)| {
+            let f = format!("{field}.requiredDuringSchedulingIgnoredDuringExecution[{i}]");
+            affinity_term(t, labels, &f)
+        })
+        .collect::<Result<_, _>>()?;
+    let preferred = (preferred.unwrap_or_default().iter().enumerate())
+        .map(|(i, t)| {
+            let f = format!(
+                "{field}.preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm"
+            );
+            Ok((t.weight, affinity_term(&t.pod_affinity_term, labels, &f)?))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((required, preferred))
+}
+
 fn container_requests(c: &core::Container, field: &str) -> Result<Resources, ConversionError> {
     let Some(res) = &c.resources else {
         return Ok(Resources::default());
@@ -294,54 +322,28 @@ pub fn pod_from_spec(
             }
         }
         if let Some(pa) = &affinity.pod_affinity {
-            for (i, t) in pa
-                .required_during_scheduling_ignored_during_execution
-                .iter()
-                .flatten()
-                .enumerate()
-            {
-                let f = format!(
-                    "{field}.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[{i}]"
-                );
-                pod.affinity.push(affinity_term(t, labels, &f)?);
-            }
-            for (i, t) in pa
-                .preferred_during_scheduling_ignored_during_execution
-                .iter()
-                .flatten()
-                .enumerate()
-            {
-                let f = format!(
-                    "{field}.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm"
-                );
-                pod.preferred_affinity
-                    .push((t.weight, affinity_term(&t.pod_affinity_term, labels, &f)?));
-            }
+            let (required, preferred) = affinity_terms(
+                pa.required_during_scheduling_ignored_during_execution
+                    .as_deref(),
+                pa.preferred_during_scheduling_ignored_during_execution
+                    .as_deref(),
+                labels,
+                &format!("{field}.affinity.podAffinity"),
+            )?;
+            pod.affinity.extend(required);
+            pod.preferred_affinity.extend(preferred);
         }
         if let Some(pa) = &affinity.pod_anti_affinity {
-            for (i, t) in pa
-                .required_during_scheduling_ignored_during_execution
-                .iter()
-                .flatten()
-                .enumerate()
-            {
-                let f = format!(
-                    "{field}.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[{i}]"
-                );
-                pod.anti_affinity.push(affinity_term(t, labels, &f)?);
-            }
-            for (i, t) in pa
-                .preferred_during_scheduling_ignored_during_execution
-                .iter()
-                .flatten()
-                .enumerate()
-            {
-                let f = format!(
-                    "{field}.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm"
-                );
-                pod.preferred_anti_affinity
-                    .push((t.weight, affinity_term(&t.pod_affinity_term, labels, &f)?));
-            }
+            let (required, preferred) = affinity_terms(
+                pa.required_during_scheduling_ignored_during_execution
+                    .as_deref(),
+                pa.preferred_during_scheduling_ignored_during_execution
+                    .as_deref(),
+                labels,
+                &format!("{field}.affinity.podAntiAffinity"),
+            )?;
+            pod.anti_affinity.extend(required);
+            pod.preferred_anti_affinity.extend(preferred);
         }
     }
     for (i, c) in spec
