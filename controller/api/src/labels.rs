@@ -100,6 +100,17 @@ pub const EC2_NODE_CLASS_HASH: &str = "karpenter.k8s.aws/ec2nodeclass-hash";
 pub const EC2_NODE_CLASS_HASH_VERSION: &str = "karpenter.k8s.aws/ec2nodeclass-hash-version";
 pub const INSTANCE_TAGGED: &str = "karpenter.k8s.aws/tagged";
 
+// --- EC2 tags on what the controller launches ----------------------------------------------------
+
+/// The NodeClaim an instance was launched for (also on its launch template's requests).
+pub const NODECLAIM_TAG: &str = "karpenter.sh/nodeclaim";
+/// The cluster an instance or launch template belongs to (the value is the cluster name).
+pub const EKS_CLUSTER_NAME_TAG: &str = "eks:eks-cluster-name";
+/// `kubernetes.io/cluster/<name>=owned` marks resources the cluster owns.
+pub fn cluster_owned_tag(cluster: &str) -> String {
+    format!("kubernetes.io/cluster/{cluster}")
+}
+
 // --- Sets --------------------------------------------------------------------------------------
 
 /// Domains reserved by the kubelet or by Karpenter: a NodePool may only set labels in these
