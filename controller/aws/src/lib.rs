@@ -1,0 +1,1 @@
+//! The AWS implementation of [`karpctl_cloud::CloudProvider`]. Not built yet (issue 5).
