@@ -6,7 +6,13 @@ code reaches it through the SDK's standard `AWS_ENDPOINT_URL`. In front of moto 
   cluster's `accessConfig` (eks_gaps.py); the Pricing API (pricing.py);
 - `/_sandbox/...` control routes for tests: the log of calls made (so a test can count
   mutating calls), one-shot fault injection (errors and throttling in each protocol's real
-  wire format), and readiness.
+  wire format), and readiness;
+- EC2 CreateFleet as AWS answers it where moto does not: launched instances get the launch
+  template's instance profile and security groups (moto drops both), and a test can make
+  chosen (instance type, zone) overrides fail with InsufficientInstanceCapacity — answered,
+  as AWS does, with HTTP 200 and one `errorSet` item per refused override while the fleet
+  launches from the remaining ones (`{"service": "ec2", "operation": "CreateFleet",
+  "code": "InsufficientInstanceCapacity", "offerings": [{"instance_type": ..., "zone": ...}]}`).
 After it starts serving, it seeds an EKS-shaped account (seed.py) through its own API.
 """
 
@@ -87,6 +93,64 @@ def operation_name(service: str, method: str, path: str, target: str, form: dict
     return f"{method} {path}"
 
 
+def overrides(params: dict[str, str]) -> dict[tuple[str, str], dict[str, str]]:
+    """CreateFleet's overrides by (config number, override number)."""
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for key, value in params.items():
+        m = re.match(r"LaunchTemplateConfigs\.(\d+)\.Overrides\.(\d+)\.(\w+)$", key)
+        if m:
+            found.setdefault((m.group(1), m.group(2)), {})[m.group(3)] = value
+    return found
+
+
+def override_offering(override: dict[str, str], backend: Any) -> tuple[str, str]:
+    zone = override.get("AvailabilityZone", "")
+    if not zone and override.get("SubnetId"):
+        try:
+            zone = backend.get_subnet(override["SubnetId"]).availability_zone
+        except Exception:
+            zone = ""
+    return override.get("InstanceType", ""), zone
+
+
+def drop_overrides(params: dict[str, str], refused: set[tuple[str, str]], backend: Any) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The request without the refused overrides (renumbered, emptied configs dropped), and
+    one error per refused override."""
+    kept: dict[str, dict[str, dict[str, str]]] = {}
+    errors = []
+    for (config, number), override in sorted(overrides(params).items(), key=lambda kv: (int(kv[0][0]), int(kv[0][1]))):
+        instance_type, zone = override_offering(override, backend)
+        if (instance_type, zone) in refused:
+            spec = {k.rsplit(".", 1)[-1]: v for k, v in params.items() if k.startswith(f"LaunchTemplateConfigs.{config}.LaunchTemplateSpecification.")}
+            errors.append({**override, "AvailabilityZone": zone, **spec})
+        else:
+            kept.setdefault(config, {})[number] = override
+    rest = {k: v for k, v in params.items() if not k.startswith("LaunchTemplateConfigs.")}
+    for new_config, config in enumerate(sorted(kept, key=int), start=1):
+        for k, v in params.items():
+            prefix = f"LaunchTemplateConfigs.{config}.LaunchTemplateSpecification."
+            if k.startswith(prefix):
+                rest[f"LaunchTemplateConfigs.{new_config}.LaunchTemplateSpecification.{k[len(prefix):]}"] = v
+        for new_number, number in enumerate(sorted(kept[config], key=int), start=1):
+            for field, v in kept[config][number].items():
+                rest[f"LaunchTemplateConfigs.{new_config}.Overrides.{new_number}.{field}"] = v
+    return rest, errors
+
+
+def error_set(errors: list[dict[str, str]]) -> str:
+    """CreateFleet's `errorSet` in EC2's wire format."""
+    items = []
+    for e in errors:
+        spec = "".join(f"<{tag}>{e[key]}</{tag}>" for key, tag in (("LaunchTemplateId", "launchTemplateId"), ("LaunchTemplateName", "launchTemplateName"), ("Version", "version")) if e.get(key))
+        override = "".join(f"<{tag}>{e[key]}</{tag}>" for key, tag in (("InstanceType", "instanceType"), ("SubnetId", "subnetId"), ("AvailabilityZone", "availabilityZone")) if e.get(key))
+        items.append(
+            f"<item><launchTemplateAndOverrides><launchTemplateSpecification>{spec}</launchTemplateSpecification><overrides>{override}</overrides></launchTemplateAndOverrides>"
+            f"<lifecycle>on-demand</lifecycle><errorCode>InsufficientInstanceCapacity</errorCode>"
+            f"<errorMessage>We currently do not have sufficient {e.get('InstanceType')} capacity in the Availability Zone you requested ({e.get('AvailabilityZone')}).</errorMessage></item>"
+        )
+    return f"<errorSet>{''.join(items)}</errorSet>"
+
+
 def is_mutating(operation: str) -> bool:
     return not operation.startswith(READ_PREFIXES) and not operation.startswith(("GET ", "HEAD "))
 
@@ -101,6 +165,8 @@ class Fault:
         self.message = spec.get("message", "injected by the karpctl sandbox")
         self.status = int(spec.get("status", 500))
         self.count = int(spec.get("count", 1))
+        # CreateFleet capacity faults: the (instance type, zone) overrides this fault refuses.
+        self.offerings = [(o["instance_type"], o["zone"]) for o in spec.get("offerings") or []]
 
     def response(self) -> tuple[int, dict[str, str], bytes]:
         if self.service == "ec2":
@@ -153,6 +219,9 @@ class SandboxAws:
             form = parse_qs(query)
         operation = operation_name(service, method, path, target, form)
 
+        if service == "ec2" and operation == "CreateFleet":
+            return self.create_fleet(environ, region, form, start_response)
+
         answer = self.injected_fault(service, operation)
         if answer is None:
             answer = self.gap(service, region, method, path, query, body, operation)
@@ -177,6 +246,96 @@ class SandboxAws:
         self.record(service, operation, region, status_code)
         start_response(captured["status"], headers)
         return [chunks]
+
+    def create_fleet(self, environ: dict[str, Any], region: str, form: dict[str, list[str]], start_response: Callable) -> Any:
+        """CreateFleet through moto, with capacity faults applied and the launch template's
+        instance profile and security groups given to what it launched."""
+        from urllib.parse import urlencode
+
+        from moto.backends import get_backend
+
+        answer = self.injected_fault("ec2", "CreateFleet")
+        if answer is not None:
+            status, headers, payload = answer
+            self.record("ec2", "CreateFleet", region, status)
+            start_response(f"{status} Error", list(headers.items()))
+            return [payload]
+        backend = get_backend("ec2")[ACCOUNT_ID][region]
+        params = {k: v[0] for k, v in form.items()}
+        refused = self.capacity_refusals(params, backend)
+        errors = []
+        if refused:
+            params, errors = drop_overrides(params, refused, backend)
+        if errors and not any(k.startswith("LaunchTemplateConfigs.") and ".Overrides." in k for k in params):
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n<CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+                f"<requestId>sandbox-ice</requestId><fleetId>fleet-{os.urandom(16).hex()}</fleetId>{error_set(errors)}<fleetInstanceSet/></CreateFleetResponse>"
+            ).encode()
+            self.record("ec2", "CreateFleet", region, 200)
+            start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
+            return [body]
+        encoded = urlencode(params).encode()
+        environ["wsgi.input"] = io.BytesIO(encoded)
+        environ["CONTENT_LENGTH"] = str(len(encoded))
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        chunks = b"".join(self.moto_app(environ, capture))
+        status_code = int(captured["status"].split()[0])
+        headers = captured["headers"]
+        if status_code == 200:
+            self.give_launch_template_settings(chunks.decode("utf-8", "replace"), params, backend)
+            if errors:
+                chunks = re.sub(rb"(<CreateFleetResponse[^>]*>)", lambda m: m.group(1) + error_set(errors).encode(), chunks, count=1)
+                headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(chunks)))]
+        self.record("ec2", "CreateFleet", region, status_code)
+        start_response(captured["status"], headers)
+        return [chunks]
+
+    def capacity_refusals(self, params: dict[str, str], backend: Any) -> set[tuple[str, str]]:
+        """The (type, zone) pairs an active capacity fault refuses among this call's overrides;
+        uses up one count of each fault that refused something."""
+        asked = {override_offering(o, backend) for o in overrides(params).values()}
+        refused: set[tuple[str, str]] = set()
+        with self.lock:
+            for fault in list(self.faults):
+                if fault.service == "ec2" and fault.operation == "CreateFleet#capacity" and fault.count > 0:
+                    hit = asked & set(fault.offerings)
+                    if hit:
+                        refused |= hit
+                        fault.count -= 1
+                        if fault.count == 0:
+                            self.faults.remove(fault)
+        return refused
+
+    def give_launch_template_settings(self, response: str, params: dict[str, str], backend: Any) -> None:
+        """moto launches fleet instances without the template's IamInstanceProfile and
+        SecurityGroupIds; AWS applies both."""
+        by_template: dict[str, Any] = {}
+        for key, value in params.items():
+            m = re.match(r"LaunchTemplateConfigs\.(\d+)\.LaunchTemplateSpecification\.LaunchTemplate(Name|Id)$", key)
+            if m:
+                try:
+                    template = backend.get_launch_template_by_name(value) if m.group(2) == "Name" else backend.get_launch_template(value)
+                except Exception:
+                    continue
+                by_template[template.id] = template
+        for item in re.finditer(r"<launchTemplateId>([^<]+)</launchTemplateId>.*?<instanceIds>(.*?)</instanceIds>", response, re.S):
+            template = by_template.get(item.group(1))
+            if template is None:
+                continue
+            data = template.latest_version().data
+            profile = data.get("IamInstanceProfile") or {}
+            groups = data.get("SecurityGroupIds") or []
+            for instance_id in re.findall(r"(i-[0-9a-f]+)", item.group(2)):
+                if profile and instance_id not in backend.iam_instance_profile_associations:
+                    backend.associate_iam_instance_profile(instance_id, iam_instance_profile_name=profile.get("Name"), iam_instance_profile_arn=profile.get("Arn"))
+                if groups:
+                    instance = backend.get_instance(instance_id)
+                    instance.security_groups = [backend.get_security_group_from_id(g) for g in groups if backend.get_security_group_from_id(g)]
 
     def record(self, service: str, operation: str, region: str, status: int) -> None:
         with self.lock:
@@ -246,7 +405,10 @@ class SandboxAws:
         if path == "/_sandbox/faults":
             with self.lock:
                 if method == "POST":
-                    self.faults.append(Fault(json.loads(body)))
+                    fault = Fault(json.loads(body))
+                    if fault.service == "ec2" and fault.operation == "CreateFleet" and fault.offerings:
+                        fault.operation = "CreateFleet#capacity"
+                    self.faults.append(fault)
                 elif method == "DELETE":
                     self.faults.clear()
                 return reply(200, {"faults": [vars(f) for f in self.faults]})
