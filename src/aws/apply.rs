@@ -65,7 +65,8 @@ impl Aws {
             InitOp::MapNodeRole { .. }
             | InitOp::ApplyCrd { .. }
             | InitOp::Record { .. }
-            | InitOp::ScaleDeployment { .. } => Err(AwsError::Other {
+            | InitOp::ScaleDeployment { .. }
+            | InitOp::ApplyObject { .. } => Err(AwsError::Other {
                 action: "kubernetes".into(),
                 detail: format!("{op:?} goes through Kubernetes, not AWS"),
             }),

@@ -68,6 +68,7 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
         }),
         namespace: args.namespace.clone(),
         service_account: args.service_account.clone(),
+        ..Options::default()
     };
     let desired = Desired::new(cluster, &options)?;
     printer.progress(format!(
@@ -94,6 +95,7 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
         cluster_state::crd_hashes(&kube, desired.crds.keys().map(String::as_str)).await?;
     current.autoscalers = cluster_state::autoscalers(&kube).await?;
     current.recorded = cluster_state::recorded_state(&kube).await?;
+    current.objects = crate::kube::objects::current(&kube, &desired.objects).await?;
     let plan = init::plan(&desired, &current)?;
 
     fn result<'a>(
@@ -167,6 +169,10 @@ impl Executor<init::InitOp> for InitExecutor<'_> {
                 name,
                 replicas,
             } => cluster_state::scale(client, namespace, name, *replicas).await,
+            InitOp::ApplyObject { object } => {
+                crate::kube::objects::apply(client, object, &|line| self.printer.progress(line))
+                    .await
+            }
             _ => self.aws.execute(op).await,
         }
     }

@@ -52,6 +52,7 @@ async fn run_async(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Ex
         identity: Some(IdentityMode::PodIdentity),
         namespace: args.namespace.clone(),
         service_account: args.service_account.clone(),
+        ..Options::default()
     };
     let desired = Desired::new(cluster, &options)?;
     let mut found = aws

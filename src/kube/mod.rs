@@ -5,3 +5,4 @@
 pub mod aws_auth;
 pub mod cluster_state;
 pub mod config_map;
+pub mod objects;

@@ -9,6 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::controller::{
+    self as manifests, ControllerSettings, KubeObject, ManifestError, NodePoolSettings,
+};
 use super::iam_policies::{self, PolicyDocument, RenderError, Scope};
 use super::{Action, Item, Plan, Resource, names};
 use crate::kube::aws_auth::{self, AwsAuthError, MapRole, Merge};
@@ -95,6 +98,9 @@ pub struct Options {
     pub identity: Option<IdentityMode>,
     pub namespace: String,
     pub service_account: String,
+    pub controller: ControllerSettings,
+    /// NodePools (each with its EC2NodeClass) to create; upstream's default when not given.
+    pub node_pools: Vec<NodePoolSettings>,
 }
 
 impl Default for Options {
@@ -103,6 +109,8 @@ impl Default for Options {
             identity: None,
             namespace: "kube-system".into(),
             service_account: "karpenter".into(),
+            controller: ControllerSettings::default(),
+            node_pools: vec![NodePoolSettings::default()],
         }
     }
 }
@@ -117,6 +125,16 @@ pub enum PlanError {
     Policy(#[from] RenderError),
     #[error(transparent)]
     AwsAuth(#[from] AwsAuthError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(
+        "{kind} {id} exists and is not karpctl's (managed by {manager}); karpctl will not take it over. Remove it (e.g. `helm uninstall` if Helm installed Karpenter) or choose another --namespace, then run init again"
+    )]
+    Foreign {
+        kind: String,
+        id: String,
+        manager: String,
+    },
 }
 
 /// A role as it should be.
@@ -155,7 +173,15 @@ pub struct Desired {
     pub discovery_targets: Vec<String>,
     /// karpctl's CRDs by name, with the hash of the spec karpctl applies.
     pub crds: BTreeMap<String, String>,
+    /// The controller's objects, then each NodePool's EC2NodeClass and NodePool, in apply order.
+    pub objects: Vec<KubeObject>,
+    /// What this run decided, recorded in karpctl-state under [`SETTINGS_KEY`].
+    pub settings_record: String,
 }
+
+/// The karpctl-state key holding the settings of the last init (namespace, service account,
+/// identity, controller and NodePools), so uninstall and later runs on any machine know them.
+pub const SETTINGS_KEY: &str = "init";
 
 /// The interruption events Karpenter handles: (rule suffix, source, detail-type), as
 /// upstream's CloudFormation template wires them.
@@ -298,7 +324,32 @@ impl Desired {
         let mut discovery_targets: Vec<String> = targets.into_iter().collect();
         discovery_targets.sort_by_key(|id| (!id.starts_with("subnet-"), id.clone()));
 
+        let ctx = manifests::Context {
+            cluster: c,
+            region,
+            endpoint: &cluster.endpoint,
+            namespace: &options.namespace,
+            service_account: &options.service_account,
+            interruption_queue: &queue_name,
+            irsa_role_arn: (identity == IdentityMode::Irsa).then_some(controller_role.arn.as_str()),
+            node_role: &node_role.name,
+        };
+        let mut objects = manifests::controller_objects(&ctx, &options.controller)?;
+        for pool in &options.node_pools {
+            objects.extend(manifests::node_pool_objects(&ctx, pool)?);
+        }
+        let settings_record = serde_json::to_string(&json!({
+            "identity": identity,
+            "namespace": options.namespace,
+            "serviceAccount": options.service_account,
+            "controller": options.controller,
+            "nodePools": options.node_pools,
+        }))
+        .expect("settings serialize");
+
         Ok(Self {
+            objects,
+            settings_record,
             identity,
             namespace: options.namespace.clone(),
             service_account: options.service_account.clone(),
@@ -438,6 +489,28 @@ pub struct Current {
     pub autoscalers: Vec<Autoscaler>,
     /// `data` of the karpctl-state ConfigMap (what earlier runs changed).
     pub recorded: BTreeMap<String, String>,
+    /// Each desired Kubernetes object that exists, by [`object_key`].
+    pub objects: BTreeMap<String, ObjectState>,
+}
+
+/// An existing object as init sees it: whose it is and which content karpctl last applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectState {
+    /// The `app.kubernetes.io/managed-by` label ("" when absent).
+    pub managed_by: String,
+    /// The `karpctl.sh/spec-hash` annotation ("" when absent).
+    pub hash: String,
+}
+
+/// `apiVersion/kind/namespace/name`: unique across everything init applies.
+pub fn object_key(o: &KubeObject) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        o.api_version,
+        o.kind,
+        o.namespace.as_deref().unwrap_or(""),
+        o.name
+    )
 }
 
 /// A Deployment running the Cluster Autoscaler, as found and as recorded in karpctl-state.
@@ -578,6 +651,11 @@ pub enum InitOp {
         name: String,
         replicas: i32,
     },
+    /// Kubernetes: server-side apply one object (field manager karpctl), then wait for it
+    /// when it asks to be waited on (a Deployment's rollout).
+    ApplyObject {
+        object: KubeObject,
+    },
 }
 
 /// An existing resource: unchanged when nothing needs doing, else one in-place update
@@ -657,7 +735,86 @@ pub fn plan(d: &Desired, cur: &Current) -> Result<Plan<InitOp>, PlanError> {
     tag_items(&mut items, d, cur);
     crd_items(&mut items, d, cur);
     autoscaler_items(&mut items, cur);
+    object_items(&mut items, d, cur)?;
+    if cur.recorded.get(SETTINGS_KEY) != Some(&d.settings_record) {
+        items.push(Item::change(
+            Resource::new(
+                "configmap-key",
+                format!("kube-system/karpctl-state[{SETTINGS_KEY}]"),
+                if cur.recorded.contains_key(SETTINGS_KEY) {
+                    Action::Update
+                } else {
+                    Action::Create
+                },
+                "init's settings, so later runs and uninstall on any machine know them",
+            ),
+            vec![InitOp::Record {
+                key: SETTINGS_KEY.into(),
+                value: d.settings_record.clone(),
+            }],
+        ));
+    }
     Ok(Plan::new(items))
+}
+
+/// The controller's objects and the NodePools: created when absent, re-applied when what
+/// karpctl would apply changed since it last did. Edits users made to an object karpctl's
+/// desired content did not change are left alone. An object of the same name that is not
+/// karpctl's is never taken over: the controller's are an error (two controllers would
+/// fight), a NodePool or EC2NodeClass is left alone (it is the user's).
+fn object_items(
+    items: &mut Vec<Item<InitOp>>,
+    d: &Desired,
+    cur: &Current,
+) -> Result<(), PlanError> {
+    for o in &d.objects {
+        let kind = o.plan_kind();
+        let id = o.id();
+        let op = vec![InitOp::ApplyObject { object: o.clone() }];
+        let item = match cur.objects.get(&object_key(o)) {
+            None => {
+                let why = if o.wait {
+                    "not found; applied, then its rollout is waited on"
+                } else {
+                    "not found"
+                };
+                Item::change(Resource::new(&kind, &id, Action::Create, why), op)
+            }
+            Some(state) if state.managed_by != MANAGED_BY => {
+                if o.user_owned {
+                    Item::noop(&kind, &id, "exists and is not karpctl's; left alone")
+                } else {
+                    return Err(PlanError::Foreign {
+                        kind,
+                        id,
+                        manager: if state.managed_by.is_empty() {
+                            "nothing that says so".into()
+                        } else {
+                            state.managed_by.clone()
+                        },
+                    });
+                }
+            }
+            Some(state) if state.hash == o.hash => Item::noop(&kind, &id, "matches"),
+            Some(state) => Item::change(
+                Resource::new(
+                    &kind,
+                    &id,
+                    Action::Update,
+                    "karpctl's desired content changed",
+                )
+                .with_changes(vec![format!(
+                    "~ annotation {}: {:?} -> {:?}",
+                    manifests::SPEC_HASH_ANNOTATION,
+                    state.hash,
+                    o.hash
+                )]),
+                op,
+            ),
+        };
+        items.push(item);
+    }
+    Ok(())
 }
 
 /// Our CRDs: created when absent, re-applied when the served one was applied from a
@@ -1163,7 +1320,20 @@ mod tests {
             aws_auth: None,
             crds: d.crds.clone(),
             autoscalers: vec![],
-            recorded: BTreeMap::new(),
+            recorded: BTreeMap::from([(SETTINGS_KEY.to_owned(), d.settings_record.clone())]),
+            objects: d
+                .objects
+                .iter()
+                .map(|o| {
+                    (
+                        object_key(o),
+                        ObjectState {
+                            managed_by: MANAGED_BY.into(),
+                            hash: o.hash.clone(),
+                        },
+                    )
+                })
+                .collect(),
             node_role: Some(role(&d.node_role)),
             controller_role: Some(role(&d.controller_role)),
             queue: Some(Queue {
@@ -1236,14 +1406,17 @@ mod tests {
         let p = plan(&d, &Current::default()).unwrap();
         let s = p.summary();
         // 2 roles + 4 + 5 attachments, queue, 5 rules, 5 policies, add-on, association,
-        // spot role, access entry, 3 CRDs; 4 tag updates (2 subnets, 2 security groups).
+        // spot role, access entry, 3 CRDs, 14 controller objects, the default EC2NodeClass
+        // and NodePool, the settings record; 4 tag updates (2 subnets, 2 security groups).
         assert_eq!(
             (s.add, s.change, s.destroy),
-            (2 + 9 + 1 + 5 + 5 + 2 + 1 + 1 + 3, 4, 0)
+            (2 + 9 + 1 + 5 + 5 + 2 + 1 + 1 + 3 + 14 + 2 + 1, 4, 0)
         );
         let kinds: Vec<&str> = p.items.iter().map(|i| i.resource.kind.as_str()).collect();
         assert_eq!(kinds.first(), Some(&"iam-role"));
-        assert_eq!(kinds.last(), Some(&"crd"));
+        let at = |k: &str| kinds.iter().position(|x| *x == k).unwrap();
+        assert!(at("crd") < at("deployment") && at("deployment") < at("nodepool"));
+        assert_eq!(kinds.last(), Some(&"configmap-key"));
         let text = p.render();
         assert!(
             text.contains("  + iam-role KarpenterNodeRole-demo  (create: not found)\n"),
@@ -1251,7 +1424,7 @@ mod tests {
         );
         assert!(text.contains("  ~ ec2-tags subnet-a  (update in-place: subnet lacks the discovery tag)\n        + tag karpenter.sh/discovery = \"demo\"\n"), "{text}");
         assert!(
-            text.ends_with("Plan: 29 to add, 4 to change, 0 to destroy.\n"),
+            text.ends_with("Plan: 46 to add, 4 to change, 0 to destroy.\n"),
             "{text}"
         );
         // Subnets sort before security groups.
@@ -1665,6 +1838,74 @@ mod tests {
     }
 
     #[test]
+    fn controller_objects_change_only_when_karpctls_content_does_and_foreign_ones_are_not_taken_over()
+     {
+        let d = desired(cluster(), None);
+        let mut cur = converged(&d);
+        assert!(!plan(&d, &cur).unwrap().has_changes());
+
+        // A changed setting re-applies just the Deployment.
+        let d2 = Desired::new(
+            cluster(),
+            &Options {
+                controller: ControllerSettings {
+                    replicas: 3,
+                    ..Default::default()
+                },
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let p = plan(&d2, &cur).unwrap();
+        let changed: Vec<String> = p
+            .items
+            .iter()
+            .filter(|i| i.resource.action != Action::NoOp)
+            .map(|i| format!("{} {}", i.resource.kind, i.resource.id))
+            .collect();
+        assert_eq!(
+            changed,
+            vec![
+                "deployment kube-system/karpenter".to_owned(),
+                "configmap-key kube-system/karpctl-state[init]".to_owned()
+            ]
+        );
+
+        // A NodePool named like ours that the user made is theirs: left alone.
+        let np = d.objects.iter().find(|o| o.kind == "NodePool").unwrap();
+        cur.objects.insert(
+            object_key(np),
+            ObjectState {
+                managed_by: String::new(),
+                hash: String::new(),
+            },
+        );
+        let p = plan(&d, &cur).unwrap();
+        assert!(!p.has_changes(), "{}", p.render());
+        assert_eq!(
+            line(&p, "nodepool", "default").reason,
+            "exists and is not karpctl's; left alone"
+        );
+
+        // A Helm-installed controller is never taken over.
+        let dep = d.objects.iter().find(|o| o.kind == "Deployment").unwrap();
+        cur.objects.insert(
+            object_key(dep),
+            ObjectState {
+                managed_by: "Helm".into(),
+                hash: String::new(),
+            },
+        );
+        let err = plan(&d, &cur).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "deployment kube-system/karpenter exists and is not karpctl's (managed by Helm)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_cluster_autoscaler_at_zero_is_never_rerecorded() {
         let d = desired(cluster(), None);
         let mut cur = converged(&d);
@@ -1681,7 +1922,7 @@ mod tests {
             "scaled to 0; previous replicas recorded in karpctl-state"
         );
         // Off before karpctl came: nothing to record, nothing to do.
-        cur.recorded.clear();
+        cur.recorded.remove(&autoscaler(0).state_key());
         let p = plan(&d, &cur).unwrap();
         assert!(!p.has_changes(), "{}", p.render());
         assert!(p.items.iter().all(|i| i.ops.is_empty()));

@@ -4,6 +4,7 @@
 //! json`, and only then applied. Commands that change infrastructure (`init`,
 //! `uninstall`) build a `Plan<Op>` with their own operation type and an [`Executor`] for it.
 
+pub mod controller;
 pub mod iam_policies;
 pub mod init;
 pub mod names;
