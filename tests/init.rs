@@ -256,6 +256,16 @@ async fn reset_kube(sb: &Sandbox) {
             .await
             .unwrap();
     }
+    // The controller's objects from earlier runs (the NodePools go with their CRDs).
+    sb.run(&[
+        "kubectl",
+        "delete",
+        "deployment,serviceaccount,service,poddisruptionbudget,role,rolebinding,clusterrole,clusterrolebinding",
+        "--all-namespaces",
+        "-l",
+        "app.kubernetes.io/managed-by=karpctl",
+        "--wait=true",
+    ]);
     let crds: Api<CustomResourceDefinition> = Api::all(client);
     for name in CRDS {
         let _ = crds.delete(name, &DeleteParams::default()).await;
@@ -554,7 +564,7 @@ async fn assert_kube_converged(sb: &Sandbox) {
         .await
         .unwrap();
     assert_eq!(ca.spec.replicas, Some(0));
-    let cm = Api::<ConfigMap>::namespaced(client, "kube-system")
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
         .get(STATE_CONFIG_MAP)
         .await
         .unwrap();
@@ -562,10 +572,71 @@ async fn assert_kube_converged(sb: &Sandbox) {
         cm.metadata.labels.unwrap_or_default()["app.kubernetes.io/managed-by"],
         "karpctl"
     );
-    let recorded: Value = serde_json::from_str(&cm.data.unwrap_or_default()[CA_STATE_KEY]).unwrap();
+    let data = cm.data.unwrap_or_default();
+    let recorded: Value = serde_json::from_str(&data[CA_STATE_KEY]).unwrap();
     assert_eq!(
         recorded,
         json!({"namespace": "kube-system", "name": CA, "replicas": 1})
+    );
+    let settings: Value = serde_json::from_str(&data["init"]).unwrap();
+    assert_eq!(settings["namespace"], "kube-system");
+    assert_eq!(settings["nodePools"][0]["name"], "default");
+
+    // The controller: rolled out with the labels users select it by, running as its own
+    // service account, with a PDB and a metrics Service.
+    let karpenter = Api::<Deployment>::namespaced(client.clone(), "kube-system")
+        .get("karpenter")
+        .await
+        .unwrap();
+    let status = karpenter.status.unwrap_or_default();
+    assert_eq!(status.available_replicas, Some(2), "{status:?}");
+    let template = karpenter.spec.template;
+    let labels = template.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels["app.kubernetes.io/instance"], "karpenter");
+    assert_eq!(labels["app.kubernetes.io/name"], "karpenter");
+    assert_eq!(
+        template.spec.unwrap().service_account_name.as_deref(),
+        Some("karpenter")
+    );
+    let pods = sb.run(&[
+        "kubectl",
+        "get",
+        "pods",
+        "-n",
+        "kube-system",
+        "-l",
+        "app.kubernetes.io/instance=karpenter",
+        "-o",
+        "jsonpath={range .items[*]}{.status.phase} {.spec.nodeName}{\"\\n\"}{end}",
+    ]);
+    let running: Vec<&str> = pods.lines().filter(|l| l.starts_with("Running ")).collect();
+    assert_eq!(running.len(), 2, "{pods}");
+    assert_ne!(running[0], running[1], "hostname anti-affinity: {pods}");
+    for what in [
+        "poddisruptionbudget/karpenter",
+        "service/karpenter",
+        "serviceaccount/karpenter",
+        "role/karpenter",
+    ] {
+        sb.run(&["kubectl", "get", "-n", "kube-system", what]);
+    }
+    for what in ["clusterrole/karpenter-core", "clusterrole/karpenter"] {
+        sb.run(&["kubectl", "get", what]);
+    }
+    // The default NodePool and EC2NodeClass, valid against the served CRDs.
+    let pool = sb.run(&["kubectl", "get", "nodepool", "default", "-o", "json"]);
+    let pool: Value = serde_json::from_str(&pool).unwrap();
+    assert_eq!(
+        pool["spec"]["template"]["spec"]["nodeClassRef"]["name"],
+        "default"
+    );
+    assert_eq!(pool["spec"]["limits"]["cpu"], "1000");
+    let class = sb.run(&["kubectl", "get", "ec2nodeclass", "default", "-o", "json"]);
+    let class: Value = serde_json::from_str(&class).unwrap();
+    assert_eq!(class["spec"]["role"], NODE_ROLE);
+    assert_eq!(
+        class["spec"]["amiSelectorTerms"][0]["alias"],
+        "al2023@latest"
     );
 }
 
@@ -758,13 +829,49 @@ async fn init_plans_applies_converges_and_reports_bad_input() {
         .await
         .expect("the OIDC provider the trust names");
     assert_eq!(provider.client_id_list(), ["sts.amazonaws.com"]);
-    // Back to the automatic choice (Pod Identity): only the trust policy changes.
+    let sa = sb.run(&[
+        "kubectl",
+        "get",
+        "sa",
+        "-n",
+        "kube-system",
+        "karpenter",
+        "-o",
+        "json",
+    ]);
+    let sa: Value = serde_json::from_str(&sa).unwrap();
+    assert_eq!(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        format!(
+            "arn:aws:iam::{}:role/{CONTROLLER_ROLE}",
+            federated.split(':').nth(4).unwrap()
+        )
+    );
+    // Back to the automatic choice (Pod Identity): the trust policy, the service account's
+    // annotation (removed) and the recorded settings change; nothing else.
     let out = sb.karpctl(&["init", "--cluster", &cluster, "--yes"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        stdout.contains("Plan: 0 to add, 1 to change, 0 to destroy."),
+        stdout.contains("Plan: 0 to add, 3 to change, 0 to destroy."),
         "{stdout}"
+    );
+    let sa = sb.run(&[
+        "kubectl",
+        "get",
+        "sa",
+        "-n",
+        "kube-system",
+        "karpenter",
+        "-o",
+        "json",
+    ]);
+    let sa: Value = serde_json::from_str(&sa).unwrap();
+    assert!(
+        sa["metadata"]["annotations"]
+            .get("eks.amazonaws.com/role-arn")
+            .is_none(),
+        "{sa}"
     );
     assert_converged(sb).await;
 
