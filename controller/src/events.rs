@@ -1,1 +1,213 @@
-//! Not written yet.
+//! What the reconcilers tell people and dashboards: Kubernetes Events on pods and NodeClaims
+//! (`kubectl describe` shows why a pod is still pending or why a claim went away), published
+//! through kube's `Recorder` as reporting controller `karpenter`, and the metric increments
+//! behind the upstream `karpenter_*` series.
+//!
+//! Both are behind small seams so unit tests record them in memory: [`Events::in_memory`]
+//! keeps what would have been published, and [`MetricsSink`] has a no-op default that the
+//! operations layer's `Metrics` implements.
+
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+
+pub const REPORTING_CONTROLLER: &str = "karpenter";
+
+/// Event reasons, as upstream Karpenter names them.
+pub mod reasons {
+    pub const NOMINATED: &str = "Nominated";
+    pub const FAILED_SCHEDULING: &str = "FailedScheduling";
+    pub const LAUNCHED: &str = "Launched";
+    pub const REGISTERED: &str = "Registered";
+    pub const INITIALIZED: &str = "Initialized";
+    pub const INSUFFICIENT_CAPACITY: &str = "InsufficientCapacityError";
+    pub const LAUNCH_FAILED: &str = "LaunchFailed";
+    pub const NODE_CLASS_NOT_READY: &str = "NodeClassNotReady";
+    pub const LIVENESS: &str = "Liveness";
+    pub const GARBAGE_COLLECTED: &str = "GarbageCollected";
+}
+
+/// One event as published (or recorded in tests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// `Kind/namespace/name` or `Kind/name`.
+    pub regarding: String,
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+#[derive(Clone)]
+pub struct Events {
+    recorder: Option<Recorder>,
+    log: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Events {
+    /// Publish to the cluster; `instance` is the pod name (reportingInstance).
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: REPORTING_CONTROLLER.to_owned(),
+            instance,
+        };
+        Self {
+            recorder: Some(Recorder::new(client, reporter)),
+            log: Arc::default(),
+        }
+    }
+
+    /// Record only, for unit tests.
+    pub fn in_memory() -> Self {
+        Self {
+            recorder: None,
+            log: Arc::default(),
+        }
+    }
+
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub async fn normal<K: Resource<DynamicType = ()>>(&self, obj: &K, reason: &str, note: String) {
+        self.publish(obj.object_ref(&()), false, reason, note).await;
+    }
+
+    pub async fn warning<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        reason: &str,
+        note: String,
+    ) {
+        self.publish(obj.object_ref(&()), true, reason, note).await;
+    }
+
+    async fn publish(&self, reference: ObjectReference, warning: bool, reason: &str, note: String) {
+        let regarding = match &reference.namespace {
+            Some(ns) => format!(
+                "{}/{ns}/{}",
+                reference.kind.as_deref().unwrap_or_default(),
+                reference.name.as_deref().unwrap_or_default()
+            ),
+            None => format!(
+                "{}/{}",
+                reference.kind.as_deref().unwrap_or_default(),
+                reference.name.as_deref().unwrap_or_default()
+            ),
+        };
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Recorded {
+                regarding: regarding.clone(),
+                warning,
+                reason: reason.to_owned(),
+                note: note.clone(),
+            });
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            // The API server caps notes at 1 kB.
+            note: Some(note.chars().take(1000).collect()),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(regarding, reason, error = %e, "publishing event failed");
+        }
+    }
+}
+
+/// The metric increments reconcilers make, named after the upstream series they feed. Every
+/// method defaults to doing nothing so tests and partial wiring need not implement all.
+pub trait MetricsSink: Send + Sync + 'static {
+    /// `karpenter_nodeclaims_created_total{nodepool,reason}`.
+    fn node_claim_created(&self, _node_pool: &str, _reason: &str) {}
+    /// `karpenter_nodeclaims_launched_total{nodepool}`.
+    fn node_claim_launched(&self, _node_pool: &str) {}
+    /// `karpenter_nodeclaims_registered_total{nodepool}`.
+    fn node_claim_registered(&self, _node_pool: &str) {}
+    /// `karpenter_nodeclaims_initialized_total{nodepool}`.
+    fn node_claim_initialized(&self, _node_pool: &str) {}
+    /// `karpenter_nodeclaims_terminated_total{nodepool,reason}`.
+    fn node_claim_terminated(&self, _node_pool: &str, _reason: &str) {}
+    /// `karpenter_nodes_created_total{nodepool}`.
+    fn node_created(&self, _node_pool: &str) {}
+    /// `karpenter_nodes_terminated_total{nodepool}`.
+    fn node_terminated(&self, _node_pool: &str) {}
+    /// `karpenter_cloudprovider_errors_total{controller,method,provider,error}` and
+    /// `karpenter_cloudprovider_duration_seconds{controller,method,provider}`.
+    fn cloud_call(&self, _controller: &str, _method: &str, _seconds: f64, _error: Option<&str>) {}
+    /// `karpenter_scheduler_scheduling_duration_seconds` and `karpenter_scheduler_queue_depth`.
+    fn scheduled(&self, _seconds: f64, _queue_depth: usize) {}
+    /// `karpenter_nodepools_usage{nodepool,resource_type}` / `karpenter_nodepools_limit`.
+    fn node_pool_usage(&self, _node_pool: &str, _resource: &str, _usage: f64, _limit: Option<f64>) {
+    }
+    /// `karpenter_cluster_state_node_count` and `karpenter_cluster_state_synced`.
+    fn cluster_state(&self, _nodes: usize, _synced: bool) {}
+}
+
+/// Counts nothing.
+pub struct NoMetrics;
+
+impl MetricsSink for NoMetrics {}
+
+/// The operations layer's Prometheus families (`crate::metrics`).
+impl MetricsSink for crate::metrics::Metrics {
+    fn node_claim_created(&self, node_pool: &str, reason: &str) {
+        self.nodeclaims_created_total.inc([reason, node_pool]);
+    }
+    fn node_claim_launched(&self, node_pool: &str) {
+        self.nodeclaims_launched_total.inc([node_pool]);
+    }
+    fn node_claim_registered(&self, node_pool: &str) {
+        self.nodeclaims_registered_total.inc([node_pool]);
+    }
+    fn node_claim_initialized(&self, node_pool: &str) {
+        self.nodeclaims_initialized_total.inc([node_pool]);
+    }
+    fn node_claim_terminated(&self, node_pool: &str, _reason: &str) {
+        self.nodeclaims_terminated_total.inc([node_pool]);
+    }
+    fn node_created(&self, node_pool: &str) {
+        self.nodes_created_total.inc([node_pool]);
+    }
+    fn node_terminated(&self, node_pool: &str) {
+        self.nodes_terminated_total.inc([node_pool]);
+    }
+    fn cloud_call(&self, controller: &str, method: &str, seconds: f64, error: Option<&str>) {
+        self.cloudprovider_duration_seconds
+            .observe([controller, method, "aws"], seconds);
+        if let Some(error) = error {
+            self.cloudprovider_errors_total
+                .inc([controller, method, "aws", error]);
+        }
+    }
+    fn scheduled(&self, seconds: f64, queue_depth: usize) {
+        self.scheduler_scheduling_duration_seconds
+            .observe(["provisioner"], seconds);
+        self.provisioner_scheduling_duration_seconds
+            .observe([], seconds);
+        self.scheduler_queue_depth
+            .set(["provisioner"], queue_depth as f64);
+    }
+    fn node_pool_usage(&self, node_pool: &str, resource: &str, usage: f64, limit: Option<f64>) {
+        self.nodepools_usage.set([node_pool, resource], usage);
+        if let Some(limit) = limit {
+            self.nodepools_limit.set([node_pool, resource], limit);
+        }
+    }
+    fn cluster_state(&self, nodes: usize, synced: bool) {
+        self.cluster_state_node_count.set([], nodes as f64);
+        self.cluster_state_synced
+            .set([], if synced { 1.0 } else { 0.0 });
+    }
+}

@@ -1,1 +1,374 @@
-//! Not written yet.
+//! EC2NodeClass status: the cloud resolves the class's selector terms (subnets, security
+//! groups, AMIs, instance profile) and this reconciler writes what it found, a condition per
+//! part and `Ready`, with the cloud's message naming the term that matched nothing. It holds
+//! the `karpenter.k8s.aws/termination` finalizer so the class's cloud resources are cleaned
+//! up (`finalize_node_class`) only once no NodeClaim uses it.
+//!
+//! Also the node class hash written onto NodeClaims for drift detection ([`hash`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use karpctl_api::v1::condition_types::ec2_node_class as cond;
+use karpctl_api::v1::{ConditionStatus, EC2NodeClass, EC2NodeClassStatus, READY};
+use karpctl_cloud::{CloudError, CloudProvider};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+use crate::nodeclaim::set_condition;
+use crate::state::{self, SharedState};
+
+pub const FINALIZER: &str = "karpenter.k8s.aws/termination";
+
+/// How often a Ready class is resolved again when nothing changed (subnets and AMIs change
+/// outside the cluster).
+const RESOLVE_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// `karpenter.k8s.aws/ec2nodeclass-hash`: FNV-1a (64-bit) of the class's spec serialized as
+/// JSON with sorted keys, leaving out the selector terms (what they resolve to is compared
+/// separately, through status), printed in decimal. Stable across restarts and replicas;
+/// bump `EC2_NODE_CLASS_HASH_VERSION` when this recipe changes.
+pub fn hash(class: &EC2NodeClass) -> String {
+    let mut spec = serde_json::to_value(&class.spec).unwrap_or_default();
+    if let Some(map) = spec.as_object_mut() {
+        for ignored in [
+            "subnetSelectorTerms",
+            "securityGroupSelectorTerms",
+            "amiSelectorTerms",
+            "capacityReservationSelectorTerms",
+        ] {
+            map.remove(ignored);
+        }
+    }
+    crate::nodepool::fnv1a64(spec.to_string().as_bytes()).to_string()
+}
+
+/// The status to write: what the cloud resolved (or the old status and the error), a
+/// condition per part, and `Ready`.
+pub fn status(
+    old: Option<&EC2NodeClassStatus>,
+    resolved: Result<EC2NodeClassStatus, &CloudError>,
+    now: Timestamp,
+) -> EC2NodeClassStatus {
+    let mut conditions = old.map(|s| s.conditions.clone()).unwrap_or_default();
+    let parts = [
+        (cond::SUBNETS_READY, "subnet"),
+        (cond::SECURITY_GROUPS_READY, "security group"),
+        (cond::AMIS_READY, "ami"),
+        (cond::INSTANCE_PROFILE_READY, "instance profile"),
+    ];
+    match resolved {
+        Ok(mut new) => {
+            let present = [
+                !new.subnets.is_empty(),
+                !new.security_groups.is_empty(),
+                !new.amis.is_empty(),
+                new.instance_profile.is_some(),
+            ];
+            // Conditions the cloud set itself win over what is derived here.
+            for c in &new.conditions {
+                set_condition(
+                    &mut conditions,
+                    &c.type_,
+                    c.status,
+                    &c.reason,
+                    &c.message,
+                    now,
+                );
+            }
+            let mut problems = Vec::new();
+            for ((type_, what), ok) in parts.iter().zip(present) {
+                if new.conditions.iter().any(|c| c.type_ == *type_) {
+                    continue;
+                }
+                if ok {
+                    set_condition(
+                        &mut conditions,
+                        type_,
+                        ConditionStatus::True,
+                        type_,
+                        "",
+                        now,
+                    );
+                } else {
+                    let msg = format!("no {what} matched the selector terms");
+                    set_condition(
+                        &mut conditions,
+                        type_,
+                        ConditionStatus::False,
+                        &format!("{}NotFound", type_.trim_end_matches("Ready")),
+                        &msg,
+                        now,
+                    );
+                }
+            }
+            for c in &conditions {
+                if c.type_ != READY && c.status == ConditionStatus::False {
+                    problems.push(format!("{}: {}", c.type_, c.message));
+                }
+            }
+            if problems.is_empty() {
+                set_condition(
+                    &mut conditions,
+                    READY,
+                    ConditionStatus::True,
+                    "Ready",
+                    "",
+                    now,
+                );
+            } else {
+                set_condition(
+                    &mut conditions,
+                    READY,
+                    ConditionStatus::False,
+                    "NotReady",
+                    &problems.join("; "),
+                    now,
+                );
+            }
+            new.conditions = conditions;
+            new
+        }
+        Err(e) => {
+            let message = e.to_string();
+            let lower = message.to_lowercase();
+            for (type_, what) in parts {
+                if lower.contains(what) {
+                    set_condition(
+                        &mut conditions,
+                        type_,
+                        ConditionStatus::False,
+                        e.reason(),
+                        &message,
+                        now,
+                    );
+                }
+            }
+            set_condition(
+                &mut conditions,
+                READY,
+                ConditionStatus::False,
+                e.reason(),
+                &message,
+                now,
+            );
+            let mut out = old.cloned().unwrap_or_default();
+            out.conditions = conditions;
+            out
+        }
+    }
+}
+
+/// Whether two statuses differ in anything but transition times.
+fn differs(a: &EC2NodeClassStatus, b: &EC2NodeClassStatus) -> bool {
+    let strip = |s: &EC2NodeClassStatus| {
+        let mut v = serde_json::to_value(s).unwrap_or_default();
+        if let Some(conds) = v.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+            for c in conds {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("lastTransitionTime");
+                }
+            }
+        }
+        v
+    };
+    strip(a) != strip(b)
+}
+
+pub struct NodeClassReconciler<C> {
+    pub client: Client,
+    pub cloud: Arc<C>,
+    pub state: SharedState,
+}
+
+impl<C: CloudProvider> NodeClassReconciler<C> {
+    async fn reconcile(&self, class: &EC2NodeClass) -> Result<(), kube::Error> {
+        let api: Api<EC2NodeClass> = Api::all(self.client.clone());
+        let name = class.name_any();
+        let has_finalizer = class.finalizers().iter().any(|f| f == FINALIZER);
+        if class.metadata.deletion_timestamp.is_some() {
+            let in_use = state::read(&self.state)
+                .node_claims()
+                .any(|c| c.spec.node_class_ref.name == name);
+            if in_use || !has_finalizer {
+                return Ok(());
+            }
+            if let Err(e) = self.cloud.finalize_node_class(class).await {
+                tracing::warn!(controller = "nodeclass", EC2NodeClass = %json!({"name": name}), error = %e, "finalizing node class failed, will retry");
+                return Ok(());
+            }
+            let finalizers: Vec<&String> = class
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .collect();
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"resourceVersion": class.resource_version(), "finalizers": finalizers}})))
+                .await?;
+            tracing::info!(controller = "nodeclass", EC2NodeClass = %json!({"name": name}), "deleted nodeclass");
+            return Ok(());
+        }
+        let mut current = class.clone();
+        if !has_finalizer {
+            let mut finalizers = class.finalizers().to_vec();
+            finalizers.push(FINALIZER.to_owned());
+            current = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"resourceVersion": class.resource_version(), "finalizers": finalizers}})))
+                .await?;
+        }
+        let resolved = self.cloud.reconcile_node_class(&current).await;
+        if let Err(e) = &resolved {
+            tracing::error!(controller = "nodeclass", EC2NodeClass = %json!({"name": name}), error = %e, "resolving node class failed");
+        }
+        let new = status(
+            current.status.as_ref(),
+            match &resolved {
+                Ok(s) => Ok(s.clone()),
+                Err(e) => Err(e),
+            },
+            Timestamp::now(),
+        );
+        if current.status.as_ref().is_none_or(|old| differs(old, &new)) {
+            let updated = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"resourceVersion": current.resource_version()}, "status": new})))
+                .await?;
+            state::write(&self.state).apply(updated);
+        }
+        Ok(())
+    }
+
+    /// Reconcile a class when its generation changes, when it is being deleted, and every
+    /// few minutes; looked at after every change (at most once a second).
+    pub async fn run(self, mut changes: tokio::sync::watch::Receiver<u64>) {
+        let mut done: BTreeMap<String, (Option<i64>, Instant, bool)> = BTreeMap::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = tick.tick() => {},
+            }
+            let classes: Vec<EC2NodeClass> =
+                state::read(&self.state).node_classes().cloned().collect();
+            let now = Instant::now();
+            for class in classes {
+                let name = class.name_any();
+                let deleting = class.metadata.deletion_timestamp.is_some();
+                let ready = class.status.as_ref().is_some_and(|s| {
+                    use karpctl_api::v1::Conditions;
+                    s.is_true(READY)
+                });
+                let due = match done.get(&name) {
+                    None => true,
+                    Some((generation, at, _)) => {
+                        deleting
+                            || *generation != class.metadata.generation
+                            || now.duration_since(*at)
+                                > if ready {
+                                    RESOLVE_EVERY
+                                } else {
+                                    Duration::from_secs(30)
+                                }
+                    }
+                };
+                if !due {
+                    continue;
+                }
+                match self.reconcile(&class).await {
+                    Ok(()) => {
+                        done.insert(name, (class.metadata.generation, now, ready));
+                    }
+                    Err(e) => {
+                        tracing::warn!(controller = "nodeclass", EC2NodeClass = %json!({"name": name}), error = %e, "reconciling node class failed, will retry")
+                    }
+                }
+            }
+            let live: Vec<String> = state::read(&self.state)
+                .node_classes()
+                .map(|c| c.name_any())
+                .collect();
+            done.retain(|k, _| live.contains(k));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use karpctl_api::v1::{Conditions, Subnet};
+
+    fn class(json: serde_json::Value) -> EC2NodeClass {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn default_class() -> serde_json::Value {
+        json!({
+            "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+            "metadata": {"name": "default"},
+            "spec": {
+                "role": "KarpenterNodeRole",
+                "amiSelectorTerms": [{"alias": "al2023@latest"}],
+                "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": "c"}}],
+                "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": "c"}}]
+            }
+        })
+    }
+
+    #[test]
+    fn hash_ignores_selector_terms_but_not_the_role() {
+        let a = class(default_class());
+        let mut v = default_class();
+        v["spec"]["subnetSelectorTerms"] = json!([{"id": "subnet-1"}]);
+        let b = class(v);
+        assert_eq!(hash(&a), hash(&b));
+        let mut v = default_class();
+        v["spec"]["role"] = json!("OtherRole");
+        assert_ne!(hash(&a), hash(&class(v)));
+        assert_eq!(hash(&a), hash(&a.clone()), "stable");
+    }
+
+    #[test]
+    fn status_names_the_part_that_matched_nothing() {
+        let now = Timestamp::now();
+        let resolved = EC2NodeClassStatus {
+            subnets: vec![Subnet {
+                id: "subnet-1".into(),
+                zone: "us-west-2a".into(),
+                zone_id: None,
+            }],
+            instance_profile: Some("p".into()),
+            ..Default::default()
+        };
+        let s = status(None, Ok(resolved), now);
+        assert!(s.is_true(cond::SUBNETS_READY));
+        assert!(!s.is_true(cond::SECURITY_GROUPS_READY));
+        assert!(!s.is_true(READY));
+        let ready = s.condition(READY).unwrap();
+        assert!(
+            ready.message.contains("SecurityGroupsReady"),
+            "{}",
+            ready.message
+        );
+        assert!(ready.message.contains("AMIsReady"), "{}", ready.message);
+
+        let err = CloudError::other(
+            "resolving subnets",
+            "no subnet matched tags karpenter.sh/discovery=c",
+        );
+        let s = status(Some(&s), Err(&err), now);
+        assert_eq!(
+            s.condition(cond::SUBNETS_READY).unwrap().status,
+            ConditionStatus::False
+        );
+        assert!(
+            s.condition(READY)
+                .unwrap()
+                .message
+                .contains("karpenter.sh/discovery=c")
+        );
+        assert_eq!(s.subnets.len(), 1, "what was resolved before is kept");
+    }
+}
