@@ -158,6 +158,18 @@ async fn assert_nothing_left(sb: &Sandbox) {
     }
     let cms: Api<ConfigMap> = Api::namespaced(client, "kube-system");
     assert!(cms.get_opt("karpctl-state").await.unwrap().is_none());
+    // The controller's objects (everything labelled as karpctl's) are gone too.
+    let left = sb.run(&[
+        "kubectl",
+        "get",
+        "deployment,serviceaccount,service,poddisruptionbudget,role,rolebinding,clusterrole,clusterrolebinding",
+        "--all-namespaces",
+        "-l",
+        "app.kubernetes.io/managed-by=karpctl",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(left.trim(), "", "left behind: {left}");
 }
 
 #[tokio::test]
@@ -187,6 +199,11 @@ async fn uninstall_plans_removes_only_ours_converges_and_recovers_from_a_failed_
     let plan = text(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{plan}\n{}", text(&out.stderr));
     for line in [
+        "- nodepool default",
+        "- nodeclaims (all)",
+        "- ec2nodeclass default",
+        "- deployment kube-system/karpenter",
+        "- clusterrole karpenter-core",
         "~ deployment kube-system/cluster-autoscaler",
         "- crd nodepools.karpenter.sh",
         "- eks-access-entry arn:aws:iam::123456789012:role/KarpenterNodeRole-sandbox",
@@ -199,6 +216,16 @@ async fn uninstall_plans_removes_only_ours_converges_and_recovers_from_a_failed_
     ] {
         assert!(plan.contains(line), "missing {line:?} in:\n{plan}");
     }
+    // NodePools (and the wait for their nodes) while the controller still runs, then the
+    // controller, then the CRDs.
+    assert!(
+        plan.find("- nodepool default").unwrap() < plan.find("- nodeclaims (all)").unwrap()
+            && plan.find("- nodeclaims (all)").unwrap()
+                < plan.find("- deployment kube-system/karpenter").unwrap()
+            && plan.find("- deployment kube-system/karpenter").unwrap()
+                < plan.find("- crd").unwrap(),
+        "{plan}"
+    );
     assert!(
         plan.find("~ deployment").unwrap() < plan.find("- crd").unwrap()
             && plan.find("- iam-role KarpenterControllerRole").unwrap()

@@ -358,6 +358,8 @@ impl Aws {
             | UninstallOp::Forget { .. }
             | UninstallOp::DeleteState
             | UninstallOp::DeleteCrd { .. }
+            | UninstallOp::DeleteObject { .. }
+            | UninstallOp::WaitNodeClaimsGone
             | UninstallOp::UnmapNodeRole { .. } => Err(AwsError::Other {
                 action: "kubernetes".into(),
                 detail: format!("{op:?} goes through Kubernetes, not AWS"),

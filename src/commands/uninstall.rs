@@ -15,6 +15,7 @@ use crate::aws::Aws;
 use crate::cli::UninstallArgs;
 use crate::kube::cluster_state;
 use crate::kube::config_map as kube_config;
+use crate::kube::objects;
 use crate::plan::init::{Desired, IdentityMode, Options};
 use crate::plan::uninstall::{self, UninstallOp};
 use crate::plan::{self, Applied, Executor, PlanDocument};
@@ -66,6 +67,12 @@ async fn run_async(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Ex
     found.crds = cluster_state::owned_crds(&kube).await?;
     found.autoscalers = cluster_state::autoscalers(&kube).await?;
     found.recorded = cluster_state::recorded_state_opt(&kube).await?;
+    found.node_pools = objects::names_of(&kube, "karpenter.sh/v1", "NodePool").await?;
+    found.node_classes = objects::names_of(&kube, "karpenter.k8s.aws/v1", "EC2NodeClass").await?;
+    found.node_claims = objects::names_of(&kube, "karpenter.sh/v1", "NodeClaim")
+        .await?
+        .len();
+    found.objects = objects::controller_objects(&kube).await?;
     let plan = uninstall::plan(&found)?;
     let cluster = desired.cluster.name.as_str();
     let render = || {
@@ -100,7 +107,11 @@ async fn run_async(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Ex
         if !args.yes {
             super::init::confirm()?;
         }
-        let executor = UninstallExecutor { aws: &aws, kube };
+        let executor = UninstallExecutor {
+            aws: &aws,
+            kube,
+            printer,
+        };
         Some(plan::apply(&plan, &executor, |line| printer.progress(line)).await?)
     } else {
         None
@@ -129,6 +140,7 @@ async fn run_async(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Ex
 struct UninstallExecutor<'a> {
     aws: &'a Aws,
     kube: kube::Client,
+    printer: &'a Printer,
 }
 
 impl Executor<UninstallOp> for UninstallExecutor<'_> {
@@ -143,6 +155,12 @@ impl Executor<UninstallOp> for UninstallExecutor<'_> {
             UninstallOp::Forget { key } => cluster_state::forget(client, key).await,
             UninstallOp::DeleteState => cluster_state::delete_state(client).await,
             UninstallOp::DeleteCrd { name } => cluster_state::delete_crd(client, name).await,
+            UninstallOp::DeleteObject { object, wait } => {
+                objects::delete(client, object, *wait, &|l| self.printer.progress(l)).await
+            }
+            UninstallOp::WaitNodeClaimsGone => {
+                objects::wait_node_claims_gone(client, &|l| self.printer.progress(l)).await
+            }
             UninstallOp::UnmapNodeRole { rolearn } => {
                 kube_config::remove_role(client, rolearn).await
             }

@@ -1,7 +1,8 @@
 //! Applying init's Kubernetes objects (the controller's manifests, the default NodePool and
 //! EC2NodeClass) without knowing their types: dynamic objects addressed by apiVersion, kind
 //! and name, server-side applied with field manager `karpctl`, and a Deployment's rollout
-//! waited on with progress. What to apply is decided in `plan::controller`/`plan::init`.
+//! waited on with progress; for uninstall, finding them again by label and deleting them,
+//! waiting for finalizers and NodeClaims. What to do is decided in `plan::*`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -9,13 +10,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 
-use crate::plan::controller::{KubeObject, MANAGED_BY_LABEL, SPEC_HASH_ANNOTATION};
+use crate::plan::controller::{KubeObject, MANAGED_BY_LABEL, SPEC_HASH_ANNOTATION, plural};
 use crate::plan::init::{ObjectState, object_key};
+use crate::plan::uninstall::FoundObject;
 
 const FIELD_MANAGER: &str = "karpctl";
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long uninstall waits for the controller to terminate nodes and run finalizers.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(900);
 
 fn api(client: &kube::Client, o: &KubeObject) -> Api<DynamicObject> {
     let (group, version) = match o.api_version.split_once('/') {
@@ -152,5 +158,158 @@ async fn wait_rollout(
             );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Kinds of the controller's objects, as `init` creates them from templates/controller.
+const CONTROLLER_KINDS: &[(&str, &str, bool)] = &[
+    ("apps/v1", "Deployment", true),
+    ("v1", "Service", true),
+    ("policy/v1", "PodDisruptionBudget", true),
+    ("v1", "ServiceAccount", true),
+    ("rbac.authorization.k8s.io/v1", "Role", true),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", true),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", false),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", false),
+    ("v1", "Namespace", false),
+];
+
+fn found_api(client: &kube::Client, o: &FoundObject) -> Api<DynamicObject> {
+    let (group, version) = match o.api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", o.api_version.as_str()),
+    };
+    let gvk = GroupVersionKind::gvk(group, version, &o.kind);
+    let ar = ApiResource::from_gvk_with_plural(&gvk, &plural(&o.kind));
+    match &o.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+/// Every controller object labelled managed by karpctl, in any namespace.
+pub async fn controller_objects(client: &kube::Client) -> anyhow::Result<Vec<FoundObject>> {
+    let mut out = Vec::new();
+    let selector = format!("{MANAGED_BY_LABEL}={}", crate::plan::init::MANAGED_BY);
+    for (api_version, kind, namespaced) in CONTROLLER_KINDS {
+        let probe = FoundObject {
+            api_version: (*api_version).into(),
+            kind: (*kind).into(),
+            namespace: None,
+            name: String::new(),
+        };
+        let list = found_api(client, &probe)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .with_context(|| format!("listing {kind}s labelled {selector}"))?;
+        for item in list.items {
+            out.push(FoundObject {
+                api_version: (*api_version).into(),
+                kind: (*kind).into(),
+                namespace: if *namespaced {
+                    item.metadata.namespace.clone()
+                } else {
+                    None
+                },
+                name: item.metadata.name.clone().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Names of every object of a Karpenter kind; empty when its CRD is not served.
+pub async fn names_of(
+    client: &kube::Client,
+    api_version: &str,
+    kind: &str,
+) -> anyhow::Result<Vec<String>> {
+    let probe = FoundObject {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        namespace: None,
+        name: String::new(),
+    };
+    match found_api(client, &probe).list(&ListParams::default()).await {
+        Ok(list) => Ok(list
+            .items
+            .into_iter()
+            .filter_map(|o| o.metadata.name)
+            .collect()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("listing {kind}s")),
+    }
+}
+
+/// Deletes `o` (absent is fine); with `wait`, polls until it is gone so its finalizers ran.
+pub async fn delete(
+    client: &kube::Client,
+    o: &FoundObject,
+    wait: bool,
+    progress: &dyn Fn(String),
+) -> anyhow::Result<()> {
+    let api = found_api(client, o);
+    match api.delete(&o.name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("deleting {} {}", o.kind, o.id())),
+    }
+    if !wait {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let mut said = false;
+    while api
+        .get_opt(&o.name)
+        .await
+        .with_context(|| format!("reading {} {}", o.kind, o.id()))?
+        .is_some()
+    {
+        if start.elapsed() > DELETE_TIMEOUT {
+            bail!(
+                "{} {} is still terminating after {}s: its finalizer is held by the Karpenter controller; check it runs (`kubectl -n kube-system logs -l app.kubernetes.io/instance=karpenter`), then run uninstall again",
+                o.kind,
+                o.id(),
+                DELETE_TIMEOUT.as_secs()
+            );
+        }
+        if !said {
+            progress(format!("{} {}: waiting for its finalizers", o.kind, o.id()));
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
+/// Waits until no NodeClaim is left, reporting the count as it falls.
+pub async fn wait_node_claims_gone(
+    client: &kube::Client,
+    progress: &dyn Fn(String),
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut last = usize::MAX;
+    loop {
+        let left = names_of(client, "karpenter.sh/v1", "NodeClaim").await?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if left.len() != last {
+            progress(format!(
+                "waiting for {} NodeClaim(s) to be drained and terminated: {}",
+                left.len(),
+                left.join(", ")
+            ));
+            last = left.len();
+        }
+        if start.elapsed() > DELETE_TIMEOUT {
+            bail!(
+                "{} NodeClaim(s) still exist after {}s ({}); the controller drains and terminates them — check it runs and what blocks the drain (`kubectl get nodeclaims`, PodDisruptionBudgets, karpenter.sh/do-not-disrupt pods), then run uninstall again",
+                left.len(),
+                DELETE_TIMEOUT.as_secs(),
+                left.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

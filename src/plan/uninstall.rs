@@ -91,6 +91,33 @@ pub struct Found {
     pub rules: Vec<FoundRule>,
     pub queue: Option<FoundQueue>,
     pub node_role: Option<FoundRole>,
+    /// Every NodePool and EC2NodeClass (when their CRDs are served): the controller must
+    /// drain and terminate their nodes before it goes.
+    pub node_pools: Vec<String>,
+    pub node_classes: Vec<String>,
+    /// NodeClaims that exist now.
+    pub node_claims: usize,
+    /// The controller's objects: everything labelled managed by karpctl except CRDs and the
+    /// karpctl-state ConfigMap.
+    pub objects: Vec<FoundObject>,
+}
+
+/// A Kubernetes object found by label or name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundObject {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl FoundObject {
+    pub fn id(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 /// One call of the apply (to AWS, or to Kubernetes where marked).
@@ -112,6 +139,13 @@ pub enum UninstallOp {
     DeleteCrd {
         name: String,
     },
+    /// Kubernetes: delete an object; with `wait`, until it is gone (finalizers run).
+    DeleteObject {
+        object: FoundObject,
+        wait: bool,
+    },
+    /// Kubernetes: wait until no NodeClaim is left (the controller terminates their nodes).
+    WaitNodeClaimsGone,
     /// Kubernetes: write aws-auth `mapRoles` without our row (re-merged on fresh data).
     UnmapNodeRole {
         rolearn: String,
@@ -172,6 +206,69 @@ pub fn plan(f: &Found) -> Result<Plan<UninstallOp>, AwsAuthError> {
     let c = &f.cluster;
     let mut items = Vec::new();
 
+    // NodePools first, while the controller still runs: it drains and terminates their
+    // nodes; then the node classes (their finalizers delete instance profiles).
+    for name in &f.node_pools {
+        items.push(destroy(
+            "nodepool",
+            name,
+            "the controller drains and terminates its nodes",
+            vec![UninstallOp::DeleteObject {
+                object: FoundObject {
+                    api_version: "karpenter.sh/v1".into(),
+                    kind: "NodePool".into(),
+                    namespace: None,
+                    name: name.clone(),
+                },
+                wait: true,
+            }],
+        ));
+    }
+    if f.node_claims > 0 || !f.node_pools.is_empty() {
+        items.push(Item::change(
+            Resource::new(
+                "nodeclaims",
+                "(all)",
+                Action::Delete,
+                &format!(
+                    "{} now; waited on until the controller has terminated every node",
+                    f.node_claims
+                ),
+            ),
+            vec![UninstallOp::WaitNodeClaimsGone],
+        ));
+    }
+    for name in &f.node_classes {
+        items.push(destroy(
+            "ec2nodeclass",
+            name,
+            "no NodePool uses it any more",
+            vec![UninstallOp::DeleteObject {
+                object: FoundObject {
+                    api_version: "karpenter.k8s.aws/v1".into(),
+                    kind: "EC2NodeClass".into(),
+                    namespace: None,
+                    name: name.clone(),
+                },
+                wait: true,
+            }],
+        ));
+    }
+    // Then the controller: the Deployment first, so nothing acts on a half-removed setup.
+    let mut objects = f.objects.clone();
+    objects.sort_by_key(|o| (o.kind != "Deployment", o.kind == "Namespace"));
+    for o in objects {
+        items.push(destroy(
+            &o.kind.to_ascii_lowercase(),
+            &o.id(),
+            "the controller's, labelled managed by karpctl",
+            vec![UninstallOp::DeleteObject {
+                wait: o.kind == "Namespace",
+                object: o,
+            }],
+        ));
+    }
+
     // Cluster Autoscaler: restore the replicas init recorded, then forget them.
     let recorded = f.recorded.clone().unwrap_or_default();
     let mut forgotten = 0;
@@ -215,6 +312,22 @@ pub fn plan(f: &Found) -> Result<Plan<UninstallOp>, AwsAuthError> {
             Resource::new("deployment", id, Action::Update, reason).with_changes(changes),
             ops,
         ));
+    }
+    // init's settings go with the rest of the record; on their own when something else
+    // (not karpctl's to restore) keeps the ConfigMap.
+    let settings = super::init::SETTINGS_KEY;
+    if recorded.contains_key(settings) {
+        forgotten += 1;
+        if forgotten < recorded.len() {
+            items.push(destroy(
+                "configmap-key",
+                &format!("kube-system/karpctl-state[{settings}]"),
+                "init's settings",
+                vec![UninstallOp::Forget {
+                    key: settings.into(),
+                }],
+            ));
+        }
     }
     if f.recorded.is_some() && forgotten == recorded.len() {
         items.push(destroy(
@@ -509,6 +622,23 @@ mod tests {
                 tags: ours(),
             }),
             node_role: Some(role("KarpenterNodeRole-demo", ours())),
+            node_pools: vec!["default".into()],
+            node_classes: vec!["default".into()],
+            node_claims: 2,
+            objects: vec![
+                FoundObject {
+                    api_version: "v1".into(),
+                    kind: "ServiceAccount".into(),
+                    namespace: Some("kube-system".into()),
+                    name: "karpenter".into(),
+                },
+                FoundObject {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    namespace: Some("kube-system".into()),
+                    name: "karpenter".into(),
+                },
+            ],
         }
     }
 
@@ -525,6 +655,11 @@ mod tests {
         assert_eq!(
             addresses(&p),
             vec![
+                "Delete nodepool default",
+                "Delete nodeclaims (all)",
+                "Delete ec2nodeclass default",
+                "Delete deployment kube-system/karpenter",
+                "Delete serviceaccount kube-system/karpenter",
                 "Update deployment kube-system/cluster-autoscaler",
                 "Delete configmap kube-system/karpctl-state",
                 "Delete crd nodepools.karpenter.sh",
@@ -539,7 +674,12 @@ mod tests {
             ]
         );
         assert_eq!(
-            p.items[0].ops,
+            p.items[1].ops,
+            vec![UninstallOp::WaitNodeClaimsGone],
+            "NodeClaims are waited on before the node classes and the controller go"
+        );
+        assert_eq!(
+            p.items[5].ops,
             vec![
                 UninstallOp::ScaleDeployment {
                     namespace: "kube-system".into(),
@@ -553,34 +693,34 @@ mod tests {
         );
         // Detach before delete; targets before rule; versions before policy.
         assert!(matches!(
-            p.items[6].ops[..],
+            p.items[11].ops[..],
             [
                 UninstallOp::DetachRolePolicy { .. },
                 UninstallOp::DeleteRole { .. }
             ]
         ));
         assert!(matches!(
-            p.items[7].ops[..],
+            p.items[12].ops[..],
             [
                 UninstallOp::DeletePolicyVersion { .. },
                 UninstallOp::DeletePolicy { .. }
             ]
         ));
         assert!(matches!(
-            p.items[8].ops[..],
+            p.items[13].ops[..],
             [
                 UninstallOp::RemoveTargets { .. },
                 UninstallOp::DeleteRule { .. }
             ]
         ));
         assert_eq!(
-            p.items[4].ops,
+            p.items[9].ops,
             vec![UninstallOp::DeleteTags {
                 resource: "subnet-1".into(),
                 keys: vec![DISCOVERY_TAG.into(), DISCOVERY_OWNER_TAG.into()],
             }]
         );
-        assert_eq!(p.summary().destroy, 9);
+        assert_eq!(p.summary().destroy, 9 + 5);
         assert!(
             p.render()
                 .contains("  - iam-role KarpenterNodeRole-demo  (destroy:")
