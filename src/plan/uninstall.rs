@@ -230,7 +230,7 @@ pub fn plan(f: &Found) -> Result<Plan<UninstallOp>, AwsAuthError> {
                 "nodeclaims",
                 "(all)",
                 Action::Delete,
-                &format!(
+                format!(
                     "{} now; waited on until the controller has terminated every node",
                     f.node_claims
                 ),
