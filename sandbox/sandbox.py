@@ -15,6 +15,7 @@ import base64
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -464,7 +465,7 @@ def start_components(args: argparse.Namespace, pki: Path) -> None:
 
 
 def stop_all() -> list[str]:
-    stopped = [name for name in reversed(COMPONENTS) if stop(name)]
+    stopped = controller_stop_all() + [name for name in reversed(COMPONENTS) if stop(name)]
     return stopped
 
 
@@ -558,6 +559,260 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return subprocess.run([sys.executable, "-m", "pytest", "-q", str(SANDBOX / "tests"), *args.rest]).returncode
 
 
+# The controller as local processes ------------------------------------------------------
+#
+# There is no container runtime (kwok only marks the Deployment's pods Running), so the
+# controller runs here as local processes with exactly the Deployment's settings and identity:
+# its container env (fieldRefs resolved per replica), a token for its ServiceAccount from the
+# TokenRequest API (so RBAC gaps in the templates fail here as they would in EKS, never hidden
+# by the admin kubeconfig), and the sandbox's AWS endpoint. Only the ports (free ones from the
+# sandbox's range) and the bind address (127.0.0.1) differ from the pod.
+
+CONTROLLER_PORTS = range(10, 40)  # offsets from PORT_BASE for the replicas' metrics/probe ports
+CONTROLLER_TOKEN_SECONDS = 24 * 3600
+CONTROLLER_RECORD = "karpctl-controller-"  # + replica number: pids/ and logs/ file names
+
+
+def controller_dir() -> Path:
+    return STATE / "controller"
+
+
+def controller_records() -> list[tuple[str, dict[str, Any]]]:
+    """Every recorded controller replica, alive or not, by replica number."""
+    found = []
+    for path in sorted((STATE / "pids").glob(f"{CONTROLLER_RECORD}*.json")):
+        rec = recorded(path.stem)
+        # Only records `controller start` wrote (never the kube-controller-manager's).
+        if rec is not None and "replica" in rec:
+            found.append((path.stem, rec))
+    return sorted(found, key=lambda r: r[1].get("replica", 0))
+
+
+def controller_binary(explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "karpctl-target"))
+    if not target.is_absolute():
+        target = ROOT / target
+    return target / "debug" / "karpctl-controller"
+
+
+def resolve_env(container: dict[str, Any], namespace: str, pod_name: str, service_account: str) -> dict[str, str]:
+    """The container's env as the kubelet would set it for one pod."""
+    if container.get("envFrom"):
+        raise SandboxError("the controller's container uses envFrom, which `sandbox controller` does not resolve")
+    fields = {
+        "metadata.name": pod_name,
+        "metadata.namespace": namespace,
+        "spec.serviceAccountName": service_account,
+        "spec.nodeName": "sandbox-local",
+        "status.podIP": "127.0.0.1",
+        "status.hostIP": "127.0.0.1",
+    }
+    env: dict[str, str] = {}
+    for var in container.get("env", []):
+        name = var["name"]
+        if "value" in var or "valueFrom" not in var:
+            # $(VAR) names an earlier variable, as the kubelet expands it; $$ escapes.
+            env[name] = re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), var.get("value", ""))
+            continue
+        source = var["valueFrom"]
+        if "fieldRef" in source:
+            path = source["fieldRef"]["fieldPath"]
+            if path not in fields:
+                raise SandboxError(f"env {name}: fieldRef {path} is not one `sandbox controller` resolves")
+            env[name] = fields[path]
+        elif "configMapKeyRef" in source or "secretKeyRef" in source:
+            kind, ref = ("configmap", source["configMapKeyRef"]) if "configMapKeyRef" in source else ("secret", source["secretKeyRef"])
+            out = kubectl("-n", namespace, "get", kind, ref["name"], "-o", "json", check=not ref.get("optional")).stdout
+            data = json.loads(out).get("data", {}) if out else {}
+            if ref["key"] in data:
+                env[name] = base64.b64decode(data[ref["key"]]).decode() if kind == "secret" else data[ref["key"]]
+            elif not ref.get("optional"):
+                raise SandboxError(f"env {name}: {kind} {ref['name']} has no key {ref['key']}")
+        else:
+            raise SandboxError(f"env {name}: valueFrom {sorted(source)} is not one `sandbox controller` resolves")
+    return env
+
+
+def write_token_kubeconfig(path: Path, namespace: str, service_account: str) -> None:
+    token = kubectl("-n", namespace, "create", "token", service_account, f"--duration={CONTROLLER_TOKEN_SECONDS}s").stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": CLUSTER, "cluster": {"server": f"https://127.0.0.1:{port('apiserver')}", "certificate-authority": str(STATE / "pki" / "ca.crt")}}],
+        "users": [{"name": f"system:serviceaccount:{namespace}:{service_account}", "user": {"token": token}}],
+        "contexts": [{"name": service_account, "context": {"cluster": CLUSTER, "user": f"system:serviceaccount:{namespace}:{service_account}", "namespace": namespace}}],
+        "current-context": service_account,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2))
+    os.chmod(path, 0o600)
+
+
+def free_ports(count: int, taken: set[int]) -> list[int]:
+    found = []
+    for offset in CONTROLLER_PORTS:
+        p = PORT_BASE + offset
+        if p not in taken and port_free(p):
+            found.append(p)
+            if len(found) == count:
+                return found
+    raise SandboxError(f"no {count} free ports in {PORT_BASE + CONTROLLER_PORTS.start}-{PORT_BASE + CONTROLLER_PORTS.stop - 1}")
+
+
+def start_clean(name: str, args: list[str], env: dict[str, str], extra: dict[str, Any]) -> dict[str, Any]:
+    """Like `start`, but with exactly `env` (nothing inherited: no developer kubeconfig or AWS
+    profile can leak in) and extra fields in the record."""
+    log = STATE / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    record_path(name).parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    st = None
+    for _ in range(50):
+        st = proc_start_time(proc.pid)
+        if st:
+            break
+        time.sleep(0.01)
+    rec = {"pid": proc.pid, "start_time": st, "args": args, "log": str(log), **extra}
+    record_path(name).write_text(json.dumps(rec))
+    return rec
+
+
+def lease_holder(namespace: str, lease: str) -> str | None:
+    out = kubectl("-n", namespace, "get", "lease", lease, "-o", "json", check=False)
+    if out.returncode != 0:
+        return None
+    return json.loads(out.stdout).get("spec", {}).get("holderIdentity") or None
+
+
+def controller_stop_all() -> list[str]:
+    return [name for name, _ in controller_records() if stop(name)]
+
+
+def cmd_controller_start(args: argparse.Namespace) -> int:
+    if not alive("apiserver") or not alive("aws"):
+        raise SandboxError("the sandbox is not up: run `sandbox/sandbox up` first")
+    binary = controller_binary(args.binary)
+    if not binary.exists():
+        raise SandboxError(f"no controller binary at {binary}: run `cargo build -p karpctl-controller` (or pass --binary)")
+    running = [(n, r) for n, r in controller_records() if alive(n)]
+    if running and len(running) == args.replicas and all(r.get("binary_mtime") == binary.stat().st_mtime for _, r in running):
+        say(f"{len(running)} controller replica(s) already running; nothing to do")
+        return 0
+    if running:
+        say("restarting the running controller replicas")
+    controller_stop_all()
+
+    out = kubectl("-n", args.namespace, "get", "deployment", args.deployment, "-o", "json", check=False)
+    if out.returncode != 0:
+        raise SandboxError(f"no Deployment {args.namespace}/{args.deployment}: run `karpctl init` against the sandbox first ({out.stderr.strip()})")
+    deployment = json.loads(out.stdout)
+    pod_spec = deployment["spec"]["template"]["spec"]
+    containers = pod_spec["containers"]
+    container = next((c for c in containers if c["name"] == "controller"), containers[0])
+    service_account = pod_spec.get("serviceAccountName") or "default"
+    kubeconfig = controller_dir() / "kubeconfig"
+    write_token_kubeconfig(kubeconfig, args.namespace, service_account)
+    home = controller_dir() / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    aws = {k: v for k, v in env_vars().items() if k.startswith("AWS_")}
+
+    ports = free_ports(2 * args.replicas, set())
+    started = []
+    for replica in range(args.replicas):
+        pod_name = f"{args.deployment}-sandbox-{replica}"
+        metrics_port, probe_port = ports[2 * replica], ports[2 * replica + 1]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            **aws,  # the endpoint and test credentials; the Deployment's AWS_REGION wins below
+            **resolve_env(container, args.namespace, pod_name, service_account),
+            "KUBECONFIG": str(kubeconfig),
+            "METRICS_PORT": str(metrics_port),
+            "HEALTH_PROBE_PORT": str(probe_port),
+            "BIND_ADDRESS": "127.0.0.1",
+        }
+        name = f"{CONTROLLER_RECORD}{replica}"
+        rec = start_clean(name, [str(binary)], env, {
+            "replica": replica, "pod_name": pod_name, "namespace": args.namespace, "service_account": service_account,
+            "metrics_port": metrics_port, "health_port": probe_port, "binary_mtime": binary.stat().st_mtime,
+            "lease": env.get("LEADER_ELECTION_NAME", "karpenter-leader-election"),
+        })
+        started.append((name, rec))
+    for name, rec in started:
+        wait_for(f"controller replica {rec['replica']} ({rec['pod_name']})", name, lambda: http_ok(f"http://127.0.0.1:{rec['health_port']}/healthz"), 60)
+    say(f"started {len(started)} controller replica(s) as ServiceAccount {args.namespace}/{service_account}; `sandbox/sandbox controller status` shows the leader")
+    for name, rec in started:
+        print(f"{rec['pod_name']}  pid {rec['pid']}  metrics http://127.0.0.1:{rec['metrics_port']}/metrics  probes http://127.0.0.1:{rec['health_port']}/healthz  log {rec['log']}")
+    return 0
+
+
+def cmd_controller_stop(args: argparse.Namespace) -> int:
+    stopped = controller_stop_all()
+    say(f"stopped {', '.join(stopped)}" if stopped else "no controller replica was running")
+    return 0
+
+
+def cmd_controller_status(args: argparse.Namespace) -> int:
+    rows = []
+    holders: dict[tuple[str, str], str | None] = {}
+    for name, rec in controller_records():
+        key = (rec["namespace"], rec["lease"])
+        if key not in holders:
+            holders[key] = lease_holder(*key) if alive("apiserver") else None
+        rows.append({
+            "replica": rec["replica"], "pod_name": rec["pod_name"], "running": alive(name), "pid": rec["pid"] if alive(name) else None,
+            "leader": holders[key] == rec["pod_name"], "metrics_port": rec["metrics_port"], "health_port": rec["health_port"], "log": rec["log"],
+        })
+    up = bool(rows) and all(r["running"] for r in rows)
+    if args.output == "json":
+        print(json.dumps({"running": up, "replicas": rows}, indent=2))
+    elif not rows:
+        print("controller: not started (`sandbox/sandbox controller start`)")
+    else:
+        print(f"controller {'RUNNING' if up else 'STOPPED' if not any(r['running'] for r in rows) else 'PARTLY RUNNING'}")
+        for r in rows:
+            print(f"  {r['pod_name']:<28} {'running' if r['running'] else 'stopped':<8} pid {str(r['pid'] or '-'):<8} "
+                  f"{'leader ' if r['leader'] else 'standby'}  metrics :{r['metrics_port']}  probes :{r['health_port']}")
+    return 0 if up else 3
+
+
+def cmd_controller_logs(args: argparse.Namespace) -> int:
+    records = [rec for _, rec in controller_records() if args.replica is None or rec["replica"] == args.replica]
+    if not records:
+        raise SandboxError("no controller replica recorded" + (f" with number {args.replica}" if args.replica is not None else ""))
+    logs = [rec["log"] for rec in records]
+    if args.follow:
+        os.execvp("tail", ["tail", "-n", str(args.tail), "-F", *logs])
+    for path in logs:
+        lines = Path(path).read_text(errors="replace").splitlines() if Path(path).exists() else []
+        for line in lines[-args.tail:] if args.tail else lines:
+            print(line if len(records) == 1 else f"[{Path(path).stem}] {line}")
+    return 0
+
+
+def add_controller_commands(sub: Any) -> None:
+    ctl = sub.add_parser("controller", help="run the controller as local processes with the Deployment's settings and identity")
+    csub = ctl.add_subparsers(dest="controller_command", required=True)
+    st = csub.add_parser("start", help="start N replicas from Deployment karpenter's env, as its ServiceAccount")
+    st.add_argument("--replicas", type=int, default=2)
+    st.add_argument("--namespace", "-n", default="kube-system")
+    st.add_argument("--deployment", default="karpenter")
+    st.add_argument("--binary", help="the controller binary (default $CARGO_TARGET_DIR/debug/karpctl-controller)")
+    st.set_defaults(func=cmd_controller_start)
+    csub.add_parser("stop", help="stop exactly the replicas `controller start` started").set_defaults(func=cmd_controller_stop)
+    cs = csub.add_parser("status", help="replicas, which holds the Lease (exit 0 when all run, 3 otherwise)")
+    cs.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    cs.set_defaults(func=cmd_controller_status)
+    lg = csub.add_parser("logs", help="the replicas' JSON log lines")
+    lg.add_argument("--replica", type=int)
+    lg.add_argument("--tail", type=int, default=0, help="only the last N lines of each (0: all)")
+    lg.add_argument("--follow", "-f", action="store_true")
+    lg.set_defaults(func=cmd_controller_logs)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="sandbox", description="The local EKS-shaped sandbox for karpctl's tests and demo.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -583,6 +838,7 @@ def main() -> int:
     kc = sub.add_parser("kubectl", help="run the sandbox's kubectl against it")
     kc.add_argument("rest", nargs=argparse.REMAINDER)
     kc.set_defaults(func=cmd_kubectl)
+    add_controller_commands(sub)
     # Pass-through commands take their arguments verbatim (`kubectl -n kube-system get cm`).
     if len(sys.argv) > 1 and sys.argv[1] in ("kubectl", "selftest"):
         args = argparse.Namespace(rest=sys.argv[2:], func={"kubectl": cmd_kubectl, "selftest": cmd_selftest}[sys.argv[1]])

@@ -57,6 +57,11 @@ pub struct Settings {
     #[arg(long, env = "METRICS_PORT", default_value_t = 8080)]
     pub metrics_port: u16,
 
+    /// The address the metrics and probe listeners bind (karpctl's own; local runs use
+    /// 127.0.0.1).
+    #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: std::net::IpAddr,
+
     /// Port of the `/healthz` and `/readyz` probes.
     #[arg(long, env = "HEALTH_PROBE_PORT", default_value_t = 8081)]
     pub health_probe_port: u16,
@@ -64,6 +69,14 @@ pub struct Settings {
     /// The share of an instance type's memory the hypervisor keeps, as a fraction in [0, 1).
     #[arg(long, env = "VM_MEMORY_OVERHEAD_PERCENT", default_value_t = 0.075, value_parser = parse_fraction)]
     pub vm_memory_overhead_percent: f64,
+
+    /// Network interfaces per instance kept away from pods (upstream `RESERVED_ENIS`).
+    #[arg(long, env = "RESERVED_ENIS", default_value_t = 0)]
+    pub reserved_enis: u32,
+
+    /// No route to the Pricing API: use the shipped prices (upstream `ISOLATED_VPC`).
+    #[arg(long, env = "ISOLATED_VPC", default_value_t = false, action = ArgAction::Set)]
+    pub isolated_vpc: bool,
 
     /// Reconcile without a Lease (a single replica, or a local run).
     #[arg(long, env = "DISABLE_LEADER_ELECTION", default_value_t = false, action = ArgAction::Set)]
@@ -120,7 +133,10 @@ impl Default for Settings {
             log_level: LogLevel::Info,
             metrics_port: 8080,
             health_probe_port: 8081,
+            bind_address: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             vm_memory_overhead_percent: 0.075,
+            reserved_enis: 0,
+            isolated_vpc: false,
             disable_leader_election: false,
             leader_election_name: "karpenter-leader-election".to_string(),
             launch_ttl: Duration::from_secs(5 * 60),
