@@ -25,12 +25,19 @@ use crate::cache::{Clock, TtlCache};
 
 const GIB: i64 = 1 << 30;
 
+/// Instance-type facts by name, as DescribeInstanceTypes gave them.
+type Infos = Vec<(String, InstanceTypeInfo)>;
+/// The zones EC2 offers each instance type in.
+type Offered = BTreeMap<String, BTreeSet<String>>;
+/// Spot price per (instance type, zone).
+type SpotPrices = BTreeMap<(String, String), f64>;
+
 /// What AWS said, cached as read (one entry each).
 pub struct RawCache {
-    infos: TtlCache<(), Arc<Vec<(String, InstanceTypeInfo)>>>,
-    offered: TtlCache<(), Arc<BTreeMap<String, BTreeSet<String>>>>,
+    infos: TtlCache<(), Arc<Infos>>,
+    offered: TtlCache<(), Arc<Offered>>,
     on_demand: TtlCache<(), Arc<BTreeMap<String, f64>>>,
-    spot: TtlCache<(), Arc<BTreeMap<(String, String), f64>>>,
+    spot: TtlCache<(), Arc<SpotPrices>>,
 }
 
 impl RawCache {
@@ -263,7 +270,7 @@ impl<A: AwsApi> AwsCloud<A> {
             .collect())
     }
 
-    async fn raw_infos(&self) -> CloudResult<Arc<Vec<(String, InstanceTypeInfo)>>> {
+    async fn raw_infos(&self) -> CloudResult<Arc<Infos>> {
         if let Some(v) = self.raw.infos.get(&()) {
             return Ok(v);
         }
@@ -272,7 +279,7 @@ impl<A: AwsApi> AwsCloud<A> {
         Ok(v)
     }
 
-    async fn raw_offered(&self) -> CloudResult<Arc<BTreeMap<String, BTreeSet<String>>>> {
+    async fn raw_offered(&self) -> CloudResult<Arc<Offered>> {
         if let Some(v) = self.raw.offered.get(&()) {
             return Ok(v);
         }
@@ -306,7 +313,7 @@ impl<A: AwsApi> AwsCloud<A> {
         }
     }
 
-    async fn raw_spot(&self) -> Arc<BTreeMap<(String, String), f64>> {
+    async fn raw_spot(&self) -> Arc<SpotPrices> {
         if let Some(v) = self.raw.spot.get(&()) {
             return v;
         }

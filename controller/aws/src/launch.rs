@@ -679,6 +679,9 @@ mod tests {
 
     use CapacityType::{OnDemand, Spot};
 
+    /// (key, operator, values), as written in a claim.
+    type RawRequirement<'a> = (&'a str, &'a str, &'a [&'a str]);
+
     #[test]
     fn candidates_follow_requirements_and_prefer_spot_cheapest_first() {
         let types = vec![
@@ -726,7 +729,7 @@ mod tests {
     #[test]
     fn numeric_and_existence_requirements() {
         let types = vec![it("m5.large", "amd64", &[("a", OnDemand, 0.1)])];
-        let cases: &[(&[(&str, &str, &[&str])], usize)] = &[
+        let cases: &[(&[RawRequirement], usize)] = &[
             (&[(labels::INSTANCE_CPU, "Gt", &["1"])], 1),
             (&[(labels::INSTANCE_CPU, "Lt", &["2"])], 0),
             (&[(labels::INSTANCE_GPU_COUNT, "Exists", &[])], 0),
