@@ -9,7 +9,7 @@
 //! launch is retried with the rest; when none is left the claim gets
 //! [`CloudError::InsufficientCapacity`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -348,7 +348,6 @@ impl<A: AwsApi> AwsCloud<A> {
     /// The launch template for this claim's configuration on `image_id`, created if new.
     async fn ensure_launch_template(
         &self,
-        claim: &NodeClaim,
         node_class: &EC2NodeClass,
         status: &EC2NodeClassStatus,
         image_id: &str,
@@ -385,7 +384,6 @@ impl<A: AwsApi> AwsCloud<A> {
                 tags: self.launch_tags(node_class, None),
             };
         request.name = launch_template_name(&request);
-        let _ = claim;
         let name = request.name.clone();
         if self.launch_templates.get(&name).is_some() {
             return Ok(name);
@@ -506,7 +504,7 @@ impl<A: AwsApi> AwsCloud<A> {
             let mut configs = Vec::new();
             for (image, overrides) in by_image {
                 let template = self
-                    .ensure_launch_template(claim, node_class, &status, &image, &node)
+                    .ensure_launch_template(node_class, &status, &image, &node)
                     .await?;
                 configs.push((template, overrides));
             }
@@ -601,11 +599,6 @@ impl<A: AwsApi> AwsCloud<A> {
         let record = self.instance_record(provider_id).await?;
         self.api.terminate_instances(vec![record.id]).await
     }
-}
-
-/// Every distinct instance type among overrides (for messages and tests).
-pub fn instance_types_of(overrides: &[FleetOverride]) -> BTreeSet<&str> {
-    overrides.iter().map(|o| o.instance_type.as_str()).collect()
 }
 
 #[cfg(test)]

@@ -217,6 +217,27 @@ async fn a_claim_becomes_a_node_with_its_labels_taints_and_allocatable_then_term
             .unwrap()
             .is_none()
     );
+    // Drifted once the node class selects another AMI or other security groups.
+    let mut moved = nc.clone();
+    moved.status.as_mut().unwrap().amis.retain(|a| {
+        a.requirements
+            .iter()
+            .all(|r| !r.values.contains(&"amd64".to_owned()))
+    });
+    let drift = cloud
+        .is_drifted(&with_provider_id(&claim, &launched), &moved)
+        .await
+        .unwrap()
+        .expect("drifted once its AMI is no longer selected");
+    assert!(drift.0.starts_with("AMIDrift"), "{drift:?}");
+    let mut moved = nc.clone();
+    moved.status.as_mut().unwrap().security_groups[0].id = "sg-0000000000".to_owned();
+    let drift = cloud
+        .is_drifted(&with_provider_id(&claim, &launched), &moved)
+        .await
+        .unwrap()
+        .expect("drifted once its security groups are no longer selected");
+    assert!(drift.0.starts_with("SecurityGroupDrift"), "{drift:?}");
 
     cloud.delete(&launched.instance.provider_id).await.unwrap();
     assert!(matches!(
@@ -394,25 +415,47 @@ async fn a_selector_term_that_matches_nothing_is_named() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn al2_and_bottlerocket_user_data_become_the_same_node() {
+async fn every_ami_family_boots_a_spot_node_with_its_labels_taints_and_max_pods() {
     let sb = sandbox();
     let cloud = cloud(sb).await;
-    for alias in ["al2@latest", "bottlerocket@latest"] {
+    for alias in ["al2@latest", "bottlerocket@latest", "al2023@latest"] {
         let nc_name = unique("nc-family");
-        let nc = resolved(&cloud, node_class(sb, &nc_name, alias)).await;
+        let mut nc = node_class(sb, &nc_name, alias);
+        nc.spec.kubelet = Some(karpctl_api::v1::KubeletConfiguration {
+            max_pods: Some(20),
+            ..Default::default()
+        });
+        let nc = resolved(&cloud, nc).await;
         let pool = unique("pool");
-        let claim = claim(
+        let mut claim = claim(
             &unique("claim"),
             &pool,
             &nc_name,
             &["t3.large"],
             &["us-west-2b"],
         );
+        claim
+            .spec
+            .requirements
+            .retain(|r| r.key != labels::CAPACITY_TYPE);
         let launched = cloud.create(&claim, &nc).await.expect("the claim launches");
+        assert_eq!(
+            launched.instance.capacity_type,
+            CapacityType::Spot,
+            "{alias}"
+        );
+        assert_eq!(launched.allocatable.pods, 20, "{alias}");
         let node = node_for(sb, &launched).await;
         let node_labels = node.metadata.labels.clone().unwrap_or_default();
         assert_eq!(node_labels[labels::NODE_POOL], pool, "{alias}");
         assert_eq!(node_labels["team"], "storage", "{alias}");
+        assert_eq!(node_labels[labels::CAPACITY_TYPE], "spot", "{alias}");
+        let pods = node
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .map(|a| a["pods"].0.clone());
+        assert_eq!(pods.as_deref(), Some("20"), "{alias}");
         let taints = taints_of(&node);
         assert!(
             taints.contains(&(
@@ -435,11 +478,12 @@ async fn al2_and_bottlerocket_user_data_become_the_same_node() {
             .and_then(|s| s.node_info)
             .map(|i| i.os_image)
             .unwrap_or_default();
-        if alias.starts_with("al2@") {
-            assert_eq!(image, "Amazon Linux 2", "{alias}");
-        } else {
-            assert!(image.starts_with("Bottlerocket"), "{alias}: {image}");
-        }
+        let want = match alias {
+            "al2@latest" => "Amazon Linux 2",
+            "bottlerocket@latest" => "Bottlerocket OS 1.52.0 (aws-k8s-1.37)",
+            _ => "Amazon Linux 2023.9.20261110",
+        };
+        assert_eq!(image, want, "{alias}");
         cloud.delete(&launched.instance.provider_id).await.unwrap();
         cloud.finalize_node_class(&nc).await.unwrap();
     }
