@@ -247,6 +247,12 @@ pub fn launch_template_name(request: &LaunchTemplateRequest) -> String {
     format!("{LAUNCH_TEMPLATE_PREFIX}/{:016x}", fnv64(&text))
 }
 
+/// Whether an EC2 error says a launch template does not exist.
+fn is_missing_launch_template(message: &str) -> bool {
+    message.contains("InvalidLaunchTemplateName.NotFound")
+        || message.contains("InvalidLaunchTemplateId.NotFound")
+}
+
 fn provider_id(zone: &str, id: &str) -> String {
     format!("aws:///{zone}/{id}")
 }
@@ -462,6 +468,7 @@ impl<A: AwsApi> AwsCloud<A> {
         let kubelet = node_class.spec.kubelet.clone();
         let tags = self.launch_tags(node_class, Some(claim));
         let mut refused: Vec<OfferingKey> = Vec::new();
+        let mut recreated_templates = false;
 
         for _ in 0..MAX_ATTEMPTS {
             let candidates = candidates(&requirements, &types, |k| self.is_unavailable(k));
@@ -510,7 +517,7 @@ impl<A: AwsApi> AwsCloud<A> {
             }
             // Cheapest configuration first: moto (and ties in EC2) take the first override.
             configs.sort_by(|a, b| a.1[0].price.total_cmp(&b.1[0].price));
-            let result = self
+            let result = match self
                 .api
                 .create_fleet(FleetRequest {
                     capacity_type,
@@ -518,7 +525,20 @@ impl<A: AwsApi> AwsCloud<A> {
                     tags: tags.clone(),
                     context: node_class.spec.context.clone(),
                 })
-                .await?;
+                .await
+            {
+                Ok(result) => result,
+                // A template this process created was deleted behind its back (a node class
+                // finalized elsewhere): forget what it knew and create them again, once.
+                Err(CloudError::Other { message, .. })
+                    if is_missing_launch_template(&message) && !recreated_templates =>
+                {
+                    recreated_templates = true;
+                    self.launch_templates.clear();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut other_errors = Vec::new();
             for e in &result.errors {
                 match (&e.instance_type, &e.zone) {

@@ -62,59 +62,135 @@ pub fn fnv64(text: &str) -> u64 {
     hash
 }
 
-/// The SSM parameters an alias resolves through, per EC2 architecture.
+/// Which instance types an EKS-optimized AMI variant is for: the standard AMI for types
+/// without accelerators, the NVIDIA one for GPU types, the Neuron one for Inferentia and
+/// Trainium (upstream's alias requirements).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    Standard,
+    Nvidia,
+    Neuron,
+}
+
+impl Variant {
+    /// Requirements an instance type must meet to run this variant, beyond its architecture.
+    pub fn requirements(self) -> Vec<NodeSelectorRequirement> {
+        let req = |key: &str, operator: &str| NodeSelectorRequirement {
+            key: key.to_owned(),
+            operator: operator.to_owned(),
+            values: Vec::new(),
+        };
+        match self {
+            Variant::Standard => vec![
+                req(labels::INSTANCE_GPU_COUNT, "DoesNotExist"),
+                req(labels::INSTANCE_ACCELERATOR_COUNT, "DoesNotExist"),
+            ],
+            Variant::Nvidia => vec![req(labels::INSTANCE_GPU_COUNT, "Exists")],
+            Variant::Neuron => vec![req(labels::INSTANCE_ACCELERATOR_COUNT, "Exists")],
+        }
+    }
+}
+
+/// One SSM parameter an alias resolves through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AliasParameter {
+    /// EC2's architecture name.
+    pub arch: &'static str,
+    pub variant: Variant,
+    pub name: String,
+}
+
+/// The public SSM parameters an alias resolves through (the names EKS and Bottlerocket
+/// publish), for every architecture and accelerator variant.
 pub fn alias_parameters(
     family: AmiFamily,
     version: &str,
     kubernetes: &str,
-) -> Option<Vec<(&'static str, String)>> {
+) -> Option<Vec<AliasParameter>> {
     let latest = version == "latest";
-    let archs = [("x86_64", "amd64"), ("arm64", "arm64")];
-    let params = match family {
-        AmiFamily::Al2023 => archs
-            .iter()
-            .map(|(arch, _)| {
-                let base = format!(
-                    "/aws/service/eks/optimized-ami/{kubernetes}/amazon-linux-2023/{arch}/standard"
-                );
-                let name = if latest {
-                    format!("{base}/recommended/image_id")
+    let mut out = Vec::new();
+    let mut push = |arch, variant, name| {
+        out.push(AliasParameter {
+            arch,
+            variant,
+            name,
+        })
+    };
+    match family {
+        AmiFamily::Al2023 => {
+            for arch in ["x86_64", "arm64"] {
+                let variants: &[(Variant, &str)] = if arch == "x86_64" {
+                    &[
+                        (Variant::Standard, "standard"),
+                        (Variant::Nvidia, "nvidia"),
+                        (Variant::Neuron, "neuron"),
+                    ]
                 } else {
-                    format!("{base}/amazon-eks-node-al2023-{arch}-standard-{kubernetes}-{version}/image_id")
+                    &[(Variant::Standard, "standard"), (Variant::Nvidia, "nvidia")]
                 };
-                (*arch, name)
-            })
-            .collect(),
-        AmiFamily::Al2 => archs
-            .iter()
-            .map(|(arch, _)| {
-                let (path, prefix) = if *arch == "arm64" {
-                    ("amazon-linux-2-arm64", "amazon-eks-arm64-node")
-                } else {
-                    ("amazon-linux-2", "amazon-eks-node")
-                };
+                for (variant, path) in variants {
+                    let base = format!(
+                        "/aws/service/eks/optimized-ami/{kubernetes}/amazon-linux-2023/{arch}/{path}"
+                    );
+                    let name = if latest {
+                        format!("{base}/recommended/image_id")
+                    } else {
+                        format!(
+                            "{base}/amazon-eks-node-al2023-{arch}-{path}-{kubernetes}-{version}/image_id"
+                        )
+                    };
+                    push(arch, *variant, name);
+                }
+            }
+        }
+        AmiFamily::Al2 => {
+            let variants = [
+                (
+                    "x86_64",
+                    Variant::Standard,
+                    "amazon-linux-2",
+                    "amazon-eks-node",
+                ),
+                (
+                    "arm64",
+                    Variant::Standard,
+                    "amazon-linux-2-arm64",
+                    "amazon-eks-arm64-node",
+                ),
+                (
+                    "x86_64",
+                    Variant::Nvidia,
+                    "amazon-linux-2-gpu",
+                    "amazon-eks-gpu-node",
+                ),
+            ];
+            for (arch, variant, path, prefix) in variants {
                 let base = format!("/aws/service/eks/optimized-ami/{kubernetes}/{path}");
                 let name = if latest {
                     format!("{base}/recommended/image_id")
                 } else {
                     format!("{base}/{prefix}-{kubernetes}-{version}/image_id")
                 };
-                (*arch, name)
-            })
-            .collect(),
-        AmiFamily::Bottlerocket => archs
-            .iter()
-            .map(|(arch, _)| {
-                let v = version.trim_start_matches('v');
-                (
-                    *arch,
-                    format!("/aws/service/bottlerocket/aws-k8s-{kubernetes}/{arch}/{v}/image_id"),
-                )
-            })
-            .collect(),
+                push(arch, variant, name);
+            }
+        }
+        AmiFamily::Bottlerocket => {
+            let v = version.trim_start_matches('v');
+            for arch in ["x86_64", "arm64"] {
+                for (variant, flavour) in [(Variant::Standard, ""), (Variant::Nvidia, "-nvidia")] {
+                    push(
+                        arch,
+                        variant,
+                        format!(
+                            "/aws/service/bottlerocket/aws-k8s-{kubernetes}{flavour}/{arch}/{v}/image_id"
+                        ),
+                    );
+                }
+            }
+        }
         AmiFamily::Custom | AmiFamily::Windows2019 | AmiFamily::Windows2022 => return None,
-    };
-    Some(params)
+    }
+    Some(out)
 }
 
 fn not_ready(node_class: &EC2NodeClass, condition: &str, message: String) -> CloudError {
@@ -214,11 +290,15 @@ impl<A: AwsApi> AwsCloud<A> {
         Ok(found.into_values().collect())
     }
 
+    /// The images a term selects, each with what an instance type must meet to use it beyond
+    /// its architecture.
     async fn images_for_term(
         &self,
         node_class: &EC2NodeClass,
         term: &AmiSelectorTerm,
-    ) -> CloudResult<Vec<ImageRecord>> {
+    ) -> CloudResult<Vec<(ImageRecord, Vec<NodeSelectorRequirement>)>> {
+        let plain =
+            |images: Vec<ImageRecord>| images.into_iter().map(|i| (i, Vec::new())).collect();
         if let Some(alias) = &term.alias {
             let (family, version) = alias.split_once('@').unwrap_or((alias.as_str(), "latest"));
             let family = AmiFamily::from_alias(family);
@@ -231,32 +311,46 @@ impl<A: AwsApi> AwsCloud<A> {
                     format!("alias {alias:?} is not supported"),
                 ));
             };
-            let mut ids = Vec::new();
-            for (_, parameter) in params {
-                if let Some(id) = self.api.get_parameter(parameter).await? {
-                    ids.push(id);
+            let mut variants = BTreeMap::new();
+            for parameter in params {
+                if let Some(id) = self.api.get_parameter(parameter.name).await? {
+                    variants.insert(id, parameter.variant);
                 }
             }
-            if ids.is_empty() {
+            if variants.is_empty() {
                 return Ok(Vec::new());
             }
-            return self.api.describe_images(ids, Vec::new(), Vec::new()).await;
+            let images = self
+                .api
+                .describe_images(variants.keys().cloned().collect(), Vec::new(), Vec::new())
+                .await?;
+            return Ok(images
+                .into_iter()
+                .map(|i| {
+                    let requirements = variants
+                        .get(&i.id)
+                        .map(|v| v.requirements())
+                        .unwrap_or_default();
+                    (i, requirements)
+                })
+                .collect());
         }
         if let Some(parameter) = &term.ssm_parameter {
             return match self.api.get_parameter(parameter.clone()).await? {
-                Some(id) => {
+                Some(id) => Ok(plain(
                     self.api
                         .describe_images(vec![id], Vec::new(), Vec::new())
-                        .await
-                }
+                        .await?,
+                )),
                 None => Ok(Vec::new()),
             };
         }
         if let Some(id) = &term.id {
-            return self
-                .api
-                .describe_images(vec![id.clone()], Vec::new(), Vec::new())
-                .await;
+            return Ok(plain(
+                self.api
+                    .describe_images(vec![id.clone()], Vec::new(), Vec::new())
+                    .await?,
+            ));
         }
         let mut filters = tag_filters(&term.tags);
         if let Some(name) = &term.name {
@@ -268,24 +362,31 @@ impl<A: AwsApi> AwsCloud<A> {
             (None, Some(_)) => vec!["self".to_owned(), "amazon".to_owned()],
             (None, None) => Vec::new(),
         };
-        self.api.describe_images(Vec::new(), owners, filters).await
+        Ok(plain(
+            self.api
+                .describe_images(Vec::new(), owners, filters)
+                .await?,
+        ))
     }
 
     async fn resolve_amis(&self, node_class: &EC2NodeClass) -> CloudResult<Vec<Ami>> {
-        let mut images: BTreeMap<String, ImageRecord> = BTreeMap::new();
+        let mut images: BTreeMap<String, (ImageRecord, Vec<NodeSelectorRequirement>)> =
+            BTreeMap::new();
         let mut empty = Vec::new();
         for (i, term) in node_class.spec.ami_selector_terms.iter().enumerate() {
             let found = self.images_for_term(node_class, term).await?;
             if found.is_empty() {
                 empty.push(format!("amiSelectorTerms[{i}] {}", describe_term(term)));
             }
-            for image in found {
-                images.entry(image.id.clone()).or_insert(image);
+            for (image, requirements) in found {
+                images
+                    .entry(image.id.clone())
+                    .or_insert((image, requirements));
             }
         }
-        let mut images: Vec<ImageRecord> = images
+        let mut images: Vec<_> = images
             .into_values()
-            .filter(|i| arch_label(&i.architecture).is_some())
+            .filter(|(i, _)| arch_label(&i.architecture).is_some())
             .collect();
         if images.is_empty() {
             return Err(not_ready(
@@ -295,7 +396,7 @@ impl<A: AwsApi> AwsCloud<A> {
             ));
         }
         // Newest first, non-deprecated before deprecated: launches take the first that fits.
-        images.sort_by(|a, b| {
+        images.sort_by(|(a, _), (b, _)| {
             a.deprecated
                 .cmp(&b.deprecated)
                 .then_with(|| b.creation_date.cmp(&a.creation_date))
@@ -303,15 +404,19 @@ impl<A: AwsApi> AwsCloud<A> {
         });
         Ok(images
             .into_iter()
-            .map(|i| Ami {
-                requirements: vec![NodeSelectorRequirement {
+            .map(|(i, extra)| {
+                let mut requirements = vec![NodeSelectorRequirement {
                     key: labels::ARCH.to_owned(),
                     operator: "In".to_owned(),
                     values: vec![arch_label(&i.architecture).unwrap_or_default().to_owned()],
-                }],
-                id: i.id,
-                deprecated: i.deprecated,
-                name: i.name,
+                }];
+                requirements.extend(extra);
+                Ami {
+                    requirements,
+                    id: i.id,
+                    deprecated: i.deprecated,
+                    name: i.name,
+                }
             })
             .collect())
     }
@@ -497,26 +602,49 @@ mod tests {
 
     #[test]
     fn aliases_resolve_through_the_public_parameters() {
-        let al2023 = alias_parameters(AmiFamily::Al2023, "latest", "1.37").unwrap();
-        assert_eq!(
-            al2023[0].1,
-            "/aws/service/eks/optimized-ami/1.37/amazon-linux-2023/x86_64/standard/recommended/image_id"
-        );
-        let pinned = alias_parameters(AmiFamily::Al2023, "v20261115", "1.37").unwrap();
-        assert_eq!(
-            pinned[1].1,
-            "/aws/service/eks/optimized-ami/1.37/amazon-linux-2023/arm64/standard/amazon-eks-node-al2023-arm64-standard-1.37-v20261115/image_id"
-        );
-        let al2 = alias_parameters(AmiFamily::Al2, "latest", "1.37").unwrap();
-        assert_eq!(
-            al2[1].1,
-            "/aws/service/eks/optimized-ami/1.37/amazon-linux-2-arm64/recommended/image_id"
-        );
-        let br = alias_parameters(AmiFamily::Bottlerocket, "latest", "1.37").unwrap();
-        assert_eq!(
-            br[0].1,
-            "/aws/service/bottlerocket/aws-k8s-1.37/x86_64/latest/image_id"
-        );
+        let names = |family, version| -> Vec<(&'static str, Variant, String)> {
+            alias_parameters(family, version, "1.37")
+                .unwrap()
+                .into_iter()
+                .map(|p| (p.arch, p.variant, p.name))
+                .collect()
+        };
+        let al2023 = names(AmiFamily::Al2023, "latest");
+        assert_eq!(al2023.len(), 5);
+        assert!(al2023.contains(&(
+            "x86_64",
+            Variant::Standard,
+            "/aws/service/eks/optimized-ami/1.37/amazon-linux-2023/x86_64/standard/recommended/image_id".into()
+        )));
+        assert!(al2023.contains(&(
+            "arm64",
+            Variant::Nvidia,
+            "/aws/service/eks/optimized-ami/1.37/amazon-linux-2023/arm64/nvidia/recommended/image_id".into()
+        )));
+        let pinned = names(AmiFamily::Al2023, "v20261115");
+        assert!(pinned.iter().any(|(_, _, n)| n == "/aws/service/eks/optimized-ami/1.37/amazon-linux-2023/arm64/standard/amazon-eks-node-al2023-arm64-standard-1.37-v20261115/image_id"));
+        let al2 = names(AmiFamily::Al2, "latest");
+        assert!(al2.contains(&(
+            "arm64",
+            Variant::Standard,
+            "/aws/service/eks/optimized-ami/1.37/amazon-linux-2-arm64/recommended/image_id".into()
+        )));
+        assert!(al2.contains(&(
+            "x86_64",
+            Variant::Nvidia,
+            "/aws/service/eks/optimized-ami/1.37/amazon-linux-2-gpu/recommended/image_id".into()
+        )));
+        let br = names(AmiFamily::Bottlerocket, "latest");
+        assert!(br.contains(&(
+            "x86_64",
+            Variant::Standard,
+            "/aws/service/bottlerocket/aws-k8s-1.37/x86_64/latest/image_id".into()
+        )));
+        assert!(br.contains(&(
+            "arm64",
+            Variant::Nvidia,
+            "/aws/service/bottlerocket/aws-k8s-1.37-nvidia/arm64/latest/image_id".into()
+        )));
         assert!(alias_parameters(AmiFamily::Windows2022, "latest", "1.37").is_none());
     }
 

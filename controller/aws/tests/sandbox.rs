@@ -171,6 +171,16 @@ async fn a_claim_becomes_a_node_with_its_labels_taints_and_allocatable_then_term
     assert_eq!(tags["Name"], format!("{pool}/{claim_name}"));
     assert_eq!(tags["team"], "karpctl-tests");
 
+    let image = status
+        .amis
+        .iter()
+        .find(|a| a.id == launched.instance.image_id)
+        .unwrap();
+    assert!(
+        image.name.as_deref().unwrap().contains("x86_64-standard"),
+        "{image:?}"
+    );
+
     // A retried create finds the instance instead of launching another.
     let again = cloud.create(&claim, &nc).await.unwrap();
     assert_eq!(again.instance.id, launched.instance.id);
@@ -487,4 +497,28 @@ async fn every_ami_family_boots_a_spot_node_with_its_labels_taints_and_max_pods(
         cloud.delete(&launched.instance.provider_id).await.unwrap();
         cloud.finalize_node_class(&nc).await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gpu_instance_types_boot_the_nvidia_variant_of_the_alias() {
+    let sb = sandbox();
+    let cloud = cloud(sb).await;
+    let nc_name = unique("nc-gpu");
+    let nc = resolved(&cloud, node_class(sb, &nc_name, "al2023@latest")).await;
+    let pool = unique("pool");
+    let claim = claim(&unique("claim"), &pool, &nc_name, &["g4dn.xlarge"], &[]);
+    let launched = cloud.create(&claim, &nc).await.expect("the claim launches");
+    assert_eq!(launched.allocatable.get("nvidia.com/gpu"), 1);
+    let status = nc.status.as_ref().unwrap();
+    let image = status
+        .amis
+        .iter()
+        .find(|a| a.id == launched.instance.image_id)
+        .unwrap();
+    assert!(
+        image.name.as_deref().unwrap().contains("x86_64-nvidia"),
+        "{image:?}"
+    );
+    cloud.delete(&launched.instance.provider_id).await.unwrap();
+    cloud.finalize_node_class(&nc).await.unwrap();
 }
