@@ -30,9 +30,12 @@ pub enum OutputFormat {
 pub enum Command {
     /// Print karpctl's version and the Kubernetes and Karpenter API versions it speaks.
     Version,
-    /// Set up Karpenter-style autoscaling on an existing EKS cluster (today: the AWS side).
+    /// Set up Karpenter-style autoscaling on an existing EKS cluster, end to end.
     ///
-    /// Plans first, Terraform-style, then asks before applying; a second run changes nothing.
+    /// IAM, the interruption queue, node access, discovery tags, CRDs, the Cluster Autoscaler
+    /// scaled down, the controller deployed and a default NodePool. Plans first,
+    /// Terraform-style, then asks before applying; a second run changes nothing. Settings come
+    /// from flags, a karpctl.yaml (`-f`), or — in a terminal without --cluster — a guided setup.
     Init(InitArgs),
     /// Remove what `init` set up, only what karpctl owns (by its tags, labels and markers).
     ///
@@ -108,9 +111,12 @@ pub struct CatalogueArgs {
 /// `karpctl init`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InitArgs {
-    /// The EKS cluster to set up.
+    /// The EKS cluster to set up (asked in a terminal when missing; required otherwise).
     #[arg(long)]
-    pub cluster: String,
+    pub cluster: Option<String>,
+    /// A karpctl.yaml with everything init decides; flags given as well win over it.
+    #[arg(long, short = 'f')]
+    pub file: Option<std::path::PathBuf>,
     /// AWS region (default: resolved as the AWS CLI does: AWS_REGION, then the profile).
     #[arg(long)]
     pub region: Option<String>,
@@ -133,12 +139,24 @@ pub struct InitArgs {
     /// supports it, else IRSA).
     #[arg(long, value_enum)]
     pub identity: Option<IdentityArg>,
-    /// Namespace of the controller's service account.
-    #[arg(long, default_value = "kube-system")]
-    pub namespace: String,
-    /// Name of the controller's service account.
-    #[arg(long = "service-account", default_value = "karpenter")]
-    pub service_account: String,
+    /// Namespace of the controller (default: kube-system).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Name of the controller's service account (default: karpenter).
+    #[arg(long = "service-account")]
+    pub service_account: Option<String>,
+    /// The controller's container image.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Capacity types of the default NodePool: on-demand, spot (default: on-demand).
+    #[arg(long = "capacity-types", value_delimiter = ',')]
+    pub capacity_types: Option<Vec<String>>,
+    /// Instance categories of the default NodePool (default: c,m,r).
+    #[arg(long = "instance-categories", value_delimiter = ',')]
+    pub instance_categories: Option<Vec<String>>,
+    /// The default NodePool's CPU limit, in cores (default: 1000).
+    #[arg(long = "cpu-limit")]
+    pub cpu_limit: Option<String>,
 }
 
 /// `karpctl uninstall`'s flags.

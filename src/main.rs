@@ -6,10 +6,12 @@
 mod aws;
 mod cli;
 mod commands;
+mod guide;
 mod kube;
 mod nodepools;
 mod plan;
 mod printer;
+mod setup;
 mod workloads;
 
 use std::process::ExitCode;

@@ -9,6 +9,28 @@ const ECR_PULL_ONLY: &str = "AmazonEC2ContainerRegistryPullOnly";
 const ECR_READ_ONLY: &str = "AmazonEC2ContainerRegistryReadOnly";
 
 impl Aws {
+    /// Names of the EKS clusters in this region, all pages, sorted.
+    pub async fn list_clusters(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .eks
+                .list_clusters()
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("eks:ListClusters", e))?;
+            out.extend(page.clusters().iter().cloned());
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     pub async fn discover(&self, name: &str) -> Result<Cluster> {
         let identity = self
             .sts

@@ -12,13 +12,14 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::aws::Aws;
-use crate::cli::{IdentityArg, InitArgs};
+use crate::cli::InitArgs;
 use crate::kube::aws_auth::MapRole;
 use crate::kube::cluster_state;
 use crate::kube::config_map as kube_config;
-use crate::plan::init::{self, Desired, IdentityMode, Options};
+use crate::plan::init::{self, Desired, IdentityMode};
 use crate::plan::{self, Applied, Executor, PlanDocument};
 use crate::printer::Printer;
+use crate::setup::SetupFile;
 
 /// `--output json` for an apply: the plan and what was applied, in one document.
 #[derive(Serialize)]
@@ -36,15 +37,35 @@ pub fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
-    let aws = Aws::connect(args.profile.as_deref(), args.region.as_deref())
+    let setup = match &args.file {
+        Some(path) => {
+            let mut setup = SetupFile::load(path)?;
+            setup.apply_flags(args);
+            setup
+        }
+        None => match &args.cluster {
+            Some(cluster) => {
+                let mut setup = SetupFile::new(cluster);
+                setup.apply_flags(args);
+                setup
+            }
+            None if std::io::stdin().is_terminal() && !printer.is_json() => {
+                crate::guide::run(args, printer).await?
+            }
+            None => bail!(
+                "no cluster given: pass --cluster NAME, or -f karpctl.yaml; run `karpctl init` in a terminal for the guided setup"
+            ),
+        },
+    };
+    let aws = Aws::connect(setup.profile.as_deref(), setup.region.as_deref())
         .await
         .context("resolving AWS configuration")?;
     printer.progress(format!(
         "Discovering EKS cluster {} in {}...",
-        args.cluster, aws.region
+        setup.cluster, aws.region
     ));
     let cluster = aws
-        .discover(&args.cluster)
+        .discover(&setup.cluster)
         .await
         .context("discovering the cluster")?;
     printer.progress(format!(
@@ -61,15 +82,7 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
             "s"
         }
     ));
-    let options = Options {
-        identity: args.identity.map(|i| match i {
-            IdentityArg::PodIdentity => IdentityMode::PodIdentity,
-            IdentityArg::Irsa => IdentityMode::Irsa,
-        }),
-        namespace: args.namespace.clone(),
-        service_account: args.service_account.clone(),
-        ..Options::default()
-    };
+    let options = setup.options();
     let desired = Desired::new(cluster, &options)?;
     printer.progress(format!(
         "Controller identity: {}{} for {}/{}.",
@@ -86,7 +99,7 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
         .current(&desired)
         .await
         .context("reading the current state of karpctl's resources")?;
-    let kube = kube_config::client(args.context.as_deref()).await?;
+    let kube = kube_config::client(setup.context.as_deref()).await?;
     // Only CONFIG_MAP clusters need aws-auth: nodes join through it there.
     if !desired.cluster.api_access() {
         current.aws_auth = Some(kube_config::map_roles(&kube).await?.unwrap_or_default());

@@ -286,8 +286,11 @@ pub struct NodePoolSettings {
     pub min_generation_above: u32,
     pub architectures: Vec<String>,
     /// Exact instance types; empty for any the other requirements allow.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub instance_types: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub taints: Vec<karpctl_api::v1::Taint>,
     /// Resource limits of the pool (`cpu`, `memory`).
     pub limits: BTreeMap<String, String>,
@@ -322,11 +325,14 @@ impl Default for NodePoolSettings {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct NodeClassSettings {
     /// Defaults to the NodePool's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub ami_alias: String,
     pub volume_size: String,
     /// Security groups (ids) beyond the discovery-tagged ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_security_groups: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
 }
 

@@ -134,6 +134,34 @@ impl Sandbox {
             .expect("running karpctl")
     }
 
+    /// Runs karpctl in a real pseudo-terminal (tests/pty/drive.py) from `dir`, with the
+    /// sandbox's environment, answering prompts as `script` says: `(expect regex, keys)`.
+    /// Returns the exit code and the transcript.
+    pub fn karpctl_in_terminal(
+        &self,
+        dir: &Path,
+        script: &[(&str, &str)],
+        args: &[&str],
+    ) -> (Option<i32>, String) {
+        let home = std::env::temp_dir().join("karpctl-test-home");
+        std::fs::create_dir_all(&home).unwrap();
+        let script = serde_json::to_string(script).unwrap();
+        let out = Command::new("python3")
+            .arg(repo_root().join("tests/pty/drive.py"))
+            .arg(script)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_karpctl"))
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .envs(self.env.iter())
+            .output()
+            .expect("running tests/pty/drive.py");
+        (out.status.code(), text(&out.stdout) + &text(&out.stderr))
+    }
+
     /// [`Sandbox::karpctl_without`] with the whole sandbox environment.
     pub fn karpctl(&self, args: &[&str]) -> std::process::Output {
         self.karpctl_without(&[], args)
