@@ -68,6 +68,8 @@ pub struct AwsCloud<A = Sdk> {
     instance_types: TtlCache<String, Arc<Vec<InstanceType>>>,
     raw: instancetypes::RawCache,
     launch_templates: TtlCache<String, ()>,
+    /// SSM parameter values (alias AMI ids): they change with AMI releases, not per reconcile.
+    parameters: TtlCache<String, Option<String>>,
 }
 
 impl AwsCloud<Sdk> {
@@ -111,7 +113,8 @@ impl<A: AwsApi> AwsCloud<A> {
             unavailable: UnavailableOfferings::new(clock.clone()),
             instance_types: TtlCache::new(ttl, clock.clone()),
             raw: instancetypes::RawCache::new(ttl, clock.clone()),
-            launch_templates: TtlCache::new(Duration::from_secs(3600), clock),
+            launch_templates: TtlCache::new(Duration::from_secs(3600), clock.clone()),
+            parameters: TtlCache::new(ttl, clock),
             settings,
         })
     }

@@ -290,6 +290,16 @@ impl<A: AwsApi> AwsCloud<A> {
         Ok(found.into_values().collect())
     }
 
+    /// An SSM parameter's value, cached for the instance-types TTL.
+    async fn parameter(&self, name: String) -> CloudResult<Option<String>> {
+        if let Some(value) = self.parameters.get(&name) {
+            return Ok(value);
+        }
+        let value = self.api.get_parameter(name.clone()).await?;
+        self.parameters.put(name, value.clone());
+        Ok(value)
+    }
+
     /// The images a term selects, each with what an instance type must meet to use it beyond
     /// its architecture.
     async fn images_for_term(
@@ -313,7 +323,7 @@ impl<A: AwsApi> AwsCloud<A> {
             };
             let mut variants = BTreeMap::new();
             for parameter in params {
-                if let Some(id) = self.api.get_parameter(parameter.name).await? {
+                if let Some(id) = self.parameter(parameter.name).await? {
                     variants.insert(id, parameter.variant);
                 }
             }
@@ -336,7 +346,7 @@ impl<A: AwsApi> AwsCloud<A> {
                 .collect());
         }
         if let Some(parameter) = &term.ssm_parameter {
-            return match self.api.get_parameter(parameter.clone()).await? {
+            return match self.parameter(parameter.clone()).await? {
                 Some(id) => Ok(plain(
                     self.api
                         .describe_images(vec![id], Vec::new(), Vec::new())
