@@ -556,10 +556,10 @@ impl<C: CloudProvider> Lifecycle<C> {
         tracing::info!(
             controller = "nodeclaim.lifecycle",
             NodeClaim = %json!({"name": updated.name_any()}),
-            provider_id = %i.provider_id,
-            instance_type = %i.instance_type,
+            "provider-id" = %i.provider_id,
+            "instance-type" = %i.instance_type,
             zone = %i.zone,
-            capacity_type = %i.capacity_type.as_str(),
+            "capacity-type" = %i.capacity_type.as_str(),
             allocatable = %json!(allocatable),
             "launched nodeclaim"
         );
@@ -631,7 +631,7 @@ impl<C: CloudProvider> Lifecycle<C> {
             controller = "nodeclaim.lifecycle",
             NodeClaim = %json!({"name": updated.name_any()}),
             Node = %json!({"name": node.name_any()}),
-            provider_id = %updated.status.as_ref().and_then(|s| s.provider_id.clone()).unwrap_or_default(),
+            "provider-id" = %updated.status.as_ref().and_then(|s| s.provider_id.clone()).unwrap_or_default(),
             "registered nodeclaim"
         );
         self.events
@@ -715,7 +715,8 @@ impl<C: CloudProvider> Lifecycle<C> {
         }
     }
 
-    /// Terminate the instance, delete the Node, then release the claim's finalizer.
+    /// Terminate the instance, and once it is gone delete the Node, then release the claim's
+    /// finalizer.
     async fn finalize(&self, claim: NodeClaim, node: Option<Node>) -> KubeResult<()> {
         if !claim
             .finalizers()
@@ -723,21 +724,6 @@ impl<C: CloudProvider> Lifecycle<C> {
             .any(|f| f == labels::TERMINATION_FINALIZER)
         {
             return Ok(());
-        }
-        if let Some(node) = &node {
-            if node.metadata.deletion_timestamp.is_none() {
-                match self
-                    .nodes()
-                    .delete(&node.name_any(), &DeleteParams::default())
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            // No drain yet (termination part 1): the node goes with its instance.
-            self.release_node(node).await?;
         }
         let provider_id = claim.status.as_ref().and_then(|s| s.provider_id.clone());
         if let Some(id) = &provider_id {
@@ -766,6 +752,26 @@ impl<C: CloudProvider> Lifecycle<C> {
                 }
             }
         }
+        // The instance is gone, so its kubelet cannot register the Node again. No drain yet
+        // (termination part 1): the Node simply goes with its instance.
+        if let Some(node) = &node {
+            let deleting = if node.metadata.deletion_timestamp.is_none() {
+                match self
+                    .nodes()
+                    .delete(&node.name_any(), &DeleteParams::default())
+                    .await
+                {
+                    Ok(either) => either.left(),
+                    Err(kube::Error::Api(e)) if e.code == 404 => None,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                Some(node.clone())
+            };
+            if let Some(n) = deleting {
+                self.release_node(&n).await?;
+            }
+        }
         let finalizers: Vec<String> = claim
             .finalizers()
             .iter()
@@ -790,7 +796,7 @@ impl<C: CloudProvider> Lifecycle<C> {
             controller = "nodeclaim.termination",
             NodeClaim = %json!({"name": claim.name_any()}),
             Node = %json!({"name": node.as_ref().map(|n| n.name_any()).unwrap_or_default()}),
-            provider_id = %provider_id.unwrap_or_default(),
+            "provider-id" = %provider_id.unwrap_or_default(),
             "deleted nodeclaim"
         );
         let pool = node_pool_of(&claim);
@@ -871,11 +877,11 @@ impl<C: CloudProvider> Lifecycle<C> {
             (orphans, missing)
         };
         for i in orphans {
-            tracing::info!(controller = "nodeclaim.garbagecollection", provider_id = %i.provider_id, nodeclaim = ?i.node_claim(), "garbage collecting instance with no nodeclaim");
+            tracing::info!(controller = "nodeclaim.garbagecollection", "provider-id" = %i.provider_id, nodeclaim = ?i.node_claim(), "garbage collecting instance with no nodeclaim");
             match self.cloud.delete(&i.provider_id).await {
                 Ok(()) | Err(CloudError::NodeClaimNotFound(_)) => {}
                 Err(e) => {
-                    tracing::warn!(controller = "nodeclaim.garbagecollection", provider_id = %i.provider_id, error = %e, "terminating orphaned instance failed")
+                    tracing::warn!(controller = "nodeclaim.garbagecollection", "provider-id" = %i.provider_id, error = %e, "terminating orphaned instance failed")
                 }
             }
         }
@@ -889,7 +895,7 @@ impl<C: CloudProvider> Lifecycle<C> {
                 Err(_) => false,
             };
             if gone {
-                tracing::info!(controller = "nodeclaim.garbagecollection", NodeClaim = %json!({"name": claim.name_any()}), provider_id = %id, "garbage collecting nodeclaim with no cloudprovider representation");
+                tracing::info!(controller = "nodeclaim.garbagecollection", NodeClaim = %json!({"name": claim.name_any()}), "provider-id" = %id, "garbage collecting nodeclaim with no cloudprovider representation");
                 self.events
                     .warning(
                         &claim,

@@ -699,8 +699,8 @@ impl<C: CloudProvider> Provisioner<C> {
                         controller = "provisioner",
                         NodeClaim = %serde_json::json!({"name": name}),
                         NodePool = %serde_json::json!({"name": pool}),
-                        requests = ?claim.spec.resources.requests,
-                        instance_types = %summarize_types(&claim),
+                        requests = %serde_json::json!(claim.spec.resources.requests),
+                        "instance-types" = %summarize_types(&claim),
                         "created nodeclaim"
                     );
                     self.metrics.node_claim_created(&pool, "provisioning");
