@@ -37,6 +37,13 @@ pub enum Command {
     /// Terraform-style, then asks before applying; a second run changes nothing. Settings come
     /// from flags, a karpctl.yaml (`-f`), or — in a terminal without --cluster — a guided setup.
     Init(InitArgs),
+    /// Show what the controller launched: every NodeClaim with its type, capacity type, zone,
+    /// node, readiness and $/hour, and how many pods run and wait.
+    Status {
+        /// kubeconfig context (default: the current context, as kubectl uses).
+        #[arg(long)]
+        context: Option<String>,
+    },
     /// Remove what `init` set up, only what karpctl owns (by its tags, labels and markers).
     ///
     /// Restores the Cluster Autoscaler, then deletes karpctl's CRDs, node access, discovery
