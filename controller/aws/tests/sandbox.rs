@@ -192,6 +192,14 @@ async fn a_claim_becomes_a_node_with_its_labels_taints_and_allocatable_then_term
             .count(),
         1
     );
+    // Only what this controller launched: the managed node group's instances carry the
+    // cluster tag but no NodePool.
+    assert!(
+        listed
+            .iter()
+            .all(|i| i.tags.contains_key(labels::NODE_POOL)),
+        "{listed:?}"
+    );
     assert_eq!(
         cloud.get(&launched.instance.provider_id).await.unwrap().id,
         launched.instance.id
