@@ -457,3 +457,49 @@ fn a_bad_setting_stops_the_controller_naming_the_variable() {
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn a_leader_that_loses_its_lease_stops_and_exits() {
+    let sb = sandbox();
+    let _replicas = start(sb, 2).await;
+    let (leader, _) = one_leader(sb).await;
+
+    // Someone else takes the Lease (as a partitioned leader would find on its return).
+    let leases: Api<Lease> = Api::namespaced(sb.kube().await, NAMESPACE);
+    let now = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    ))
+    .unwrap();
+    let patch = serde_json::json!({"spec": {
+        "holderIdentity": "intruder", "leaseDurationSeconds": 3600, "renewTime": now,
+    }});
+    leases
+        .patch(
+            LEASE,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+
+    // At its next renewal the leader sees it lost, stops reconciling and exits non-zero (the
+    // Deployment would restart it as a candidate).
+    let leader_pod = leader["pod_name"].as_str().unwrap().to_string();
+    eventually("the old leader to exit", RETRY_PERIOD * 5, || async {
+        status()
+            .iter()
+            .any(|r| r["pod_name"] == leader_pod.as_str() && r["running"] == false)
+            .then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(leader["log"].as_str().unwrap()).unwrap();
+    let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert_eq!(last["message"], "controller stopped");
+    assert_eq!(
+        last["error"],
+        "leader election lost: the lease is now held by intruder"
+    );
+    // The standby keeps standing by: the intruder's Lease has not expired.
+    assert_eq!(holder(sb).await.unwrap().0, "intruder");
+}

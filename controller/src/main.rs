@@ -119,29 +119,48 @@ async fn run(settings: Settings) -> Result<()> {
     }
     readiness.set_leading(true);
 
+    // Renewals run on their own task, so a reconciler busy on this one (a long scheduling
+    // simulation) cannot starve them past the renew deadline.
+    let (stop_renewing, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut renewing = tokio::spawn(async move {
+        let lost = tokio::select! {
+            lost = elector.keep_renewing() => Some(lost),
+            _ = stopped => None,
+        };
+        (elector, lost)
+    });
+
     enum Outcome {
         Lost(karpctl_controller::leader::LeaseLost),
         Stopped(Result<()>),
         Signal(&'static str),
     }
     let outcome = tokio::select! {
-        lost = elector.keep_renewing() => Outcome::Lost(lost),
+        joined = &mut renewing => match joined {
+            Ok((_, Some(lost))) => Outcome::Lost(lost),
+            Ok((_, None)) => unreachable!("renewal stopped only after this select"),
+            Err(e) => Outcome::Lost(karpctl_controller::leader::LeaseLost(format!("renewal task failed: {e}"))),
+        },
         result = reconcile(&settings, client, cloud, &metrics, &readiness) => Outcome::Stopped(result),
         signal = shutdown.recv() => Outcome::Signal(signal),
     };
     // The reconcilers' futures are dropped here: nothing reconciles past this point.
     readiness.set_leading(false);
+    if let Outcome::Lost(lost) = outcome {
+        return Err(lost.into());
+    }
+    let _ = stop_renewing.send(());
+    let (mut elector, _) = renewing
+        .await
+        .context("waiting for the lease renewal to stop")?;
+    release(&mut elector).await;
     match outcome {
-        Outcome::Lost(lost) => Err(lost.into()),
-        Outcome::Stopped(result) => {
-            release(&mut elector).await;
-            result.and(Err(anyhow::anyhow!("the reconcilers stopped")))
-        }
+        Outcome::Stopped(result) => result.and(Err(anyhow::anyhow!("the reconcilers stopped"))),
         Outcome::Signal(signal) => {
-            tracing::info!(signal, "shutting down: stepping down as leader");
-            release(&mut elector).await;
+            tracing::info!(signal, "shut down: stepped down as leader");
             Ok(())
         }
+        Outcome::Lost(_) => unreachable!("returned above"),
     }
 }
 
