@@ -5,12 +5,10 @@ export CARGO_TERM_COLOR ?= never
 
 .PHONY: demo test lint unit sandbox-up sandbox-down
 
-## The main job end to end on the local sandbox (today: bring it up, show it is EKS-shaped,
-## and show what `karpctl init` would change there — read-only).
-demo: sandbox-up
-	sandbox/sandbox show
-	cargo build --locked -q --bin karpctl
-	eval "$$(sandbox/sandbox env)" && $(CARGO_TARGET_DIR)/debug/karpctl init --cluster "$$KARPCTL_SANDBOX_CLUSTER" --plan
+## The main job end to end on the local sandbox: karpctl init, the controller, a NodePool and
+## a pause Deployment scaled 0 -> 5 -> 12, and which instance types were chosen at what $/hour.
+demo:
+	examples/demo/run.sh
 
 ## Every test: formatting, lints, the sandbox's own tests, then all Rust tests (unit and
 ## integration) against the running sandbox.

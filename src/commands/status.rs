@@ -129,7 +129,10 @@ async fn read(context: Option<&str>) -> anyhow::Result<Status> {
     };
     Ok(Status {
         ready: out.iter().filter(|c| c.ready == "True").count(),
-        price_per_hour: out.iter().filter_map(|c| c.price_per_hour).sum(),
+        price_per_hour: out
+            .iter()
+            .filter_map(|c| c.price_per_hour)
+            .fold(0.0, |a, b| a + b),
         pods_running: pods.iter().filter(|p| phase(p) == "Running").count(),
         pods_pending: pods.iter().filter(|p| phase(p) == "Pending").count(),
         node_claims: out,

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The main job end to end on the local sandbox, as users know it from upstream's getting
+# started: `karpctl init`, a NodePool restricted to a few instance types, a pause Deployment
+# requesting 1Gi per replica scaled 0 -> 5 -> 12, and what the controller chose at what $/hour,
+# with every pod Running. Run from the repository root (`make demo` does).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+: "${CARGO_TARGET_DIR:=$HOME/.cache/karpctl-target}"
+bin="$CARGO_TARGET_DIR/debug"
+
+step() { printf '\n== %s\n' "$*"; }
+kubectl() { sandbox/sandbox kubectl "$@"; }
+
+# Waits until `want` inflate pods are Running (each on a Node the controller launched).
+wait_running() {
+  local want=$1 deadline=$((SECONDS + 180)) running
+  while :; do
+    running=$(kubectl get pods -l app=inflate --field-selector=status.phase=Running -o name | wc -l)
+    printf '\r   %s/%s inflate pods Running' "$running" "$want"
+    [ "$running" -eq "$want" ] && { echo; return 0; }
+    if [ $SECONDS -ge $deadline ]; then
+      echo; echo "demo: only $running/$want pods Running after 180s; see 'sandbox/sandbox controller logs' and 'kubectl get events'" >&2
+      exit 1
+    fi
+    sleep 2
+  done
+}
+
+step "the sandbox: an EKS-shaped cluster on 127.0.0.1"
+sandbox/sandbox up
+eval "$(sandbox/sandbox env)"
+
+step "building karpctl and the controller"
+cargo build --locked -q -p karpctl --bin karpctl && cargo build --locked -q -p karpctl-controller --bin karpctl-controller
+
+step "karpctl init --cluster $KARPCTL_SANDBOX_CLUSTER --yes"
+"$bin/karpctl" init --cluster "$KARPCTL_SANDBOX_CLUSTER" --yes
+
+step "the controller, as its Deployment's ServiceAccount (the sandbox runs it as local processes)"
+sandbox/sandbox controller start
+
+step "a NodePool restricted to a few instance types, and a pause Deployment at 0 replicas"
+kubectl apply -f examples/demo/nodepool.yaml -f examples/demo/inflate.yaml
+
+for replicas in 5 12; do
+  step "kubectl scale deployment inflate --replicas $replicas"
+  kubectl scale deployment inflate --replicas "$replicas"
+  wait_running "$replicas"
+  "$bin/karpctl" status
+done
+
+step "what the controller logged (kubectl logs ... | jq works the same on a real cluster)"
+grep -h '"message":"\(computed new nodeclaim(s) to fit pod(s)\|launched nodeclaim\)"' "$KARPCTL_SANDBOX_DIR"/logs/karpctl-controller-*.log 2>/dev/null | tail -n 6 || true
+
+cat <<'DONE'
+
+Done. Try: `sandbox/sandbox kubectl get nodeclaims`, `karpctl status`,
+`sandbox/sandbox controller logs`; clean up with `karpctl uninstall --cluster sandbox --yes`.
+DONE
