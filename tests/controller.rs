@@ -11,7 +11,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,48 +20,13 @@ use karpctl_api::v1::{NodeClaim, NodePool};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-use support::{Sandbox, eventually, sandbox, text, unique};
+use support::{Sandbox, controller_binary, eventually, repo_root, sandbox, text, unique};
 
 const NAMESPACE: &str = "kube-system";
 const LEASE: &str = "karpenter-leader-election";
 
 /// One test at a time drives the controller.
 static CONTROLLER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The controller binary (another package's, so `cargo test` here does not build it).
-fn controller_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .map(|t| {
-                    if t.is_absolute() {
-                        t
-                    } else {
-                        repo_root().join(t)
-                    }
-                })
-                .unwrap_or_else(|| repo_root().join("target"));
-            let out = Command::new(env!("CARGO"))
-                .args(["build", "--locked", "-q", "-p", "karpctl-controller"])
-                .env("CARGO_TARGET_DIR", &target)
-                .current_dir(repo_root())
-                .output()
-                .expect("running cargo build");
-            assert!(
-                out.status.success(),
-                "building karpctl-controller: {}",
-                text(&out.stderr)
-            );
-            target.join("debug/karpctl-controller")
-        })
-        .clone()
-}
 
 fn sandbox_cmd(args: &[&str]) -> std::process::Output {
     Command::new(repo_root().join("sandbox/sandbox"))

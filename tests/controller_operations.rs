@@ -21,7 +21,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
-use support::{Sandbox, eventually, sandbox, text};
+use support::{Sandbox, controller_binary, eventually, repo_root, sandbox, text};
 
 const NAMESPACE: &str = "kube-system";
 const LEASE: &str = "karpenter-leader-election";
@@ -31,42 +31,6 @@ const RETRY_PERIOD: Duration = Duration::from_secs(2);
 
 /// One test at a time drives the replicas.
 static CONTROLLER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Builds the controller binary the runner starts (it is another package's binary, so
-/// `cargo test` of this one does not), once per test binary.
-fn controller_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .map(|t| {
-                    if t.is_absolute() {
-                        t
-                    } else {
-                        repo_root().join(t)
-                    }
-                })
-                .unwrap_or_else(|| repo_root().join("target"));
-            let out = Command::new(env!("CARGO"))
-                .args(["build", "--locked", "-q", "-p", "karpctl-controller"])
-                .env("CARGO_TARGET_DIR", &target)
-                .current_dir(repo_root())
-                .output()
-                .expect("running cargo build");
-            assert!(
-                out.status.success(),
-                "building karpctl-controller: {}",
-                text(&out.stderr)
-            );
-            target.join("debug/karpctl-controller")
-        })
-        .clone()
-}
 
 /// `sandbox/sandbox controller <args>`, pointed at the freshly built binary.
 fn controller(args: &[&str]) -> std::process::Output {

@@ -15,7 +15,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, ResourceExt,
+};
 use serde_json::{Value, json};
 use support::{Sandbox, sandbox, text};
 
@@ -108,6 +110,26 @@ async fn reset(sb: &Sandbox) {
                 iam.detach_role_policy()
                     .role_name(role)
                     .policy_arn(p.policy_arn().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            // Instance profiles a controller test's EC2NodeClass left around the node role.
+            let profiles = iam
+                .list_instance_profiles_for_role()
+                .role_name(role)
+                .send()
+                .await
+                .unwrap();
+            for p in profiles.instance_profiles() {
+                iam.remove_role_from_instance_profile()
+                    .instance_profile_name(p.instance_profile_name())
+                    .role_name(role)
+                    .send()
+                    .await
+                    .unwrap();
+                iam.delete_instance_profile()
+                    .instance_profile_name(p.instance_profile_name())
                     .send()
                     .await
                     .unwrap();
@@ -266,6 +288,28 @@ async fn reset_kube(sb: &Sandbox) {
         "app.kubernetes.io/managed-by=karpctl",
         "--wait=true",
     ]);
+    // Objects a controller left finalizers on (an earlier controller test's EC2NodeClass):
+    // no controller runs now to release them, and the CRDs could not go while they stay.
+    for (group, kind, plural) in [
+        ("karpenter.sh", "NodeClaim", "nodeclaims"),
+        ("karpenter.sh", "NodePool", "nodepools"),
+        ("karpenter.k8s.aws", "EC2NodeClass", "ec2nodeclasses"),
+    ] {
+        let ar =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", kind), plural);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        if let Ok(list) = api.list(&Default::default()).await {
+            for o in list {
+                let _ = api
+                    .patch(
+                        &o.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+                    )
+                    .await;
+            }
+        }
+    }
     let crds: Api<CustomResourceDefinition> = Api::all(client);
     for name in CRDS {
         let _ = crds.delete(name, &DeleteParams::default()).await;

@@ -18,8 +18,40 @@ pub struct Sandbox {
     pub env: HashMap<String, String>,
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The controller binary the sandbox runner starts. It is another package's binary, so
+/// `cargo test` of this one does not build it: built here once per test binary.
+pub fn controller_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .map(|t| {
+                    if t.is_absolute() {
+                        t
+                    } else {
+                        repo_root().join(t)
+                    }
+                })
+                .unwrap_or_else(|| repo_root().join("target"));
+            let out = Command::new(env!("CARGO"))
+                .args(["build", "--locked", "-q", "-p", "karpctl-controller"])
+                .env("CARGO_TARGET_DIR", &target)
+                .current_dir(repo_root())
+                .output()
+                .expect("running cargo build");
+            assert!(
+                out.status.success(),
+                "building karpctl-controller: {}",
+                text(&out.stderr)
+            );
+            target.join("debug/karpctl-controller")
+        })
+        .clone()
 }
 
 /// Starts the sandbox (a no-op when it is already up) and reads its environment. Called by
