@@ -151,6 +151,21 @@ def error_set(errors: list[dict[str, str]]) -> str:
     return f"<errorSet>{''.join(items)}</errorSet>"
 
 
+def fleet_instance_tags(form: dict[str, list[str]]) -> dict[str, str]:
+    """The tags CreateFleet asks to put on its instances (TagSpecification ResourceType=instance)."""
+    params = {k: v[0] for k, v in form.items()}
+    tags: dict[str, str] = {}
+    for key, value in params.items():
+        m = re.match(r"TagSpecification\.(\d+)\.ResourceType$", key)
+        if m and value == "instance":
+            prefix = f"TagSpecification.{m.group(1)}.Tag."
+            for k, v in params.items():
+                t = re.match(re.escape(prefix) + r"(\d+)\.Key$", k)
+                if t:
+                    tags[v] = params.get(f"{prefix}{t.group(1)}.Value", "")
+    return tags
+
+
 def is_mutating(operation: str) -> bool:
     return not operation.startswith(READ_PREFIXES) and not operation.startswith(("GET ", "HEAD "))
 
@@ -198,6 +213,7 @@ class SandboxAws:
         self.ready = False
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
+        received = time.time()
         method = environ["REQUEST_METHOD"]
         # Route on the raw path: PATH_INFO is percent-decoded, and EKS puts ARNs (with their
         # `/`) into path segments as %2F.
@@ -220,14 +236,14 @@ class SandboxAws:
         operation = operation_name(service, method, path, target, form)
 
         if service == "ec2" and operation == "CreateFleet":
-            return self.create_fleet(environ, region, form, start_response)
+            return self.create_fleet(environ, region, form, start_response, received)
 
         answer = self.injected_fault(service, operation)
         if answer is None:
             answer = self.gap(service, region, method, path, query, body, operation)
         if answer is not None:
             status, headers, payload = answer
-            self.record(service, operation, region, status)
+            self.record(service, operation, region, status, received)
             start_response(f"{status} {'OK' if status < 400 else 'Error'}", list(headers.items()))
             return [payload]
 
@@ -243,11 +259,11 @@ class SandboxAws:
         if service == "eks" and operation == "DescribeCluster" and status_code == 200:
             chunks = self.with_access_config(region, chunks)
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(chunks)))]
-        self.record(service, operation, region, status_code)
+        self.record(service, operation, region, status_code, received)
         start_response(captured["status"], headers)
         return [chunks]
 
-    def create_fleet(self, environ: dict[str, Any], region: str, form: dict[str, list[str]], start_response: Callable) -> Any:
+    def create_fleet(self, environ: dict[str, Any], region: str, form: dict[str, list[str]], start_response: Callable, received: float | None = None) -> Any:
         """CreateFleet through moto, with capacity faults applied and the launch template's
         instance profile and security groups given to what it launched."""
         from urllib.parse import urlencode
@@ -255,9 +271,10 @@ class SandboxAws:
         from moto.backends import get_backend
 
         answer = self.injected_fault("ec2", "CreateFleet")
+        tags = fleet_instance_tags(form)
         if answer is not None:
             status, headers, payload = answer
-            self.record("ec2", "CreateFleet", region, status)
+            self.record("ec2", "CreateFleet", region, status, received, tags=tags)
             start_response(f"{status} Error", list(headers.items()))
             return [payload]
         backend = get_backend("ec2")[ACCOUNT_ID][region]
@@ -271,7 +288,7 @@ class SandboxAws:
                 '<?xml version="1.0" encoding="UTF-8"?>\n<CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
                 f"<requestId>sandbox-ice</requestId><fleetId>fleet-{os.urandom(16).hex()}</fleetId>{error_set(errors)}<fleetInstanceSet/></CreateFleetResponse>"
             ).encode()
-            self.record("ec2", "CreateFleet", region, 200)
+            self.record("ec2", "CreateFleet", region, 200, received, tags=tags)
             start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
             return [body]
         encoded = urlencode(params).encode()
@@ -291,7 +308,7 @@ class SandboxAws:
             if errors:
                 chunks = re.sub(rb"(<CreateFleetResponse[^>]*>)", lambda m: m.group(1) + error_set(errors).encode(), chunks, count=1)
                 headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(chunks)))]
-        self.record("ec2", "CreateFleet", region, status_code)
+        self.record("ec2", "CreateFleet", region, status_code, received, tags=tags)
         start_response(captured["status"], headers)
         return [chunks]
 
@@ -337,9 +354,13 @@ class SandboxAws:
                     instance = backend.get_instance(instance_id)
                     instance.security_groups = [backend.get_security_group_from_id(g) for g in groups if backend.get_security_group_from_id(g)]
 
-    def record(self, service: str, operation: str, region: str, status: int) -> None:
+    def record(self, service: str, operation: str, region: str, status: int, received: float | None = None, **extra: Any) -> None:
+        """One answered call: `time` when it was answered, `received` when it arrived (both
+        Unix seconds), plus per-operation fields (CreateFleet: the instances' `tags`, which
+        name the NodeClaim, so benchmarks can tie a launch to the pods that asked for it)."""
         with self.lock:
-            self.calls.append({"service": service, "operation": operation, "region": region, "status": status, "mutating": is_mutating(operation), "time": time.time()})
+            now = time.time()
+            self.calls.append({"service": service, "operation": operation, "region": region, "status": status, "mutating": is_mutating(operation), "time": now, "received": received or now, **extra})
 
     def injected_fault(self, service: str, operation: str) -> tuple[int, dict[str, str], bytes] | None:
         with self.lock:
