@@ -190,12 +190,13 @@ pub struct UninstallArgs {
     /// With --plan: exit 0 when there is nothing to do, 2 when there are changes.
     #[arg(long = "detailed-exitcode")]
     pub detailed_exitcode: bool,
-    /// Namespace of the controller's service account (as given to init).
-    #[arg(long, default_value = "kube-system")]
-    pub namespace: String,
-    /// Name of the controller's service account (as given to init).
-    #[arg(long = "service-account", default_value = "karpenter")]
-    pub service_account: String,
+    /// Namespace of the controller's service account [default: what init recorded in
+    /// kube-system/karpctl-state, else kube-system].
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Name of the controller's service account [default: what init recorded, else karpenter].
+    #[arg(long = "service-account")]
+    pub service_account: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -8,35 +8,9 @@
 
 mod support;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Api;
+use support::footprint::{NODE_ROLE, assert_nothing_left, kube_snapshot};
 use support::{Sandbox, sandbox, text};
 
-const ACCOUNT: &str = "123456789012";
-const NODE_ROLE: &str = "KarpenterNodeRole-sandbox";
-const CONTROLLER_ROLE: &str = "KarpenterControllerRole-sandbox";
-const QUEUE: &str = "Karpenter-sandbox";
-const CRDS: &[&str] = &[
-    "nodepools.karpenter.sh",
-    "nodeclaims.karpenter.sh",
-    "ec2nodeclasses.karpenter.k8s.aws",
-];
-const RULES: &[&str] = &[
-    "ScheduledChange",
-    "SpotInterruption",
-    "Rebalance",
-    "InstanceStateChange",
-    "CapacityReservationInterruption",
-];
-const POLICIES: &[&str] = &[
-    "NodeLifecycle",
-    "IAMIntegration",
-    "EKSIntegration",
-    "Interruption",
-    "ResourceDiscovery",
-];
 /// Every mutating operation uninstall may call (other actors on the shared endpoint, such
 /// as the node registrar, are not counted).
 const UNINSTALL_WRITES: &[&str] = &[
@@ -64,112 +38,6 @@ fn ok(sb: &Sandbox, args: &[&str]) -> String {
         text(&out.stderr)
     );
     stdout
-}
-
-/// What uninstall must give back untouched: aws-auth's data and the CA's replicas.
-async fn kube_snapshot(sb: &Sandbox) -> (Option<String>, i32) {
-    let client = sb.kube().await;
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
-    let aws_auth = cms
-        .get_opt("aws-auth")
-        .await
-        .unwrap()
-        .map(|cm| serde_json::to_string(&cm.data).unwrap());
-    let deployments: Api<Deployment> = Api::namespaced(client, "kube-system");
-    let replicas = deployments
-        .get("cluster-autoscaler")
-        .await
-        .unwrap()
-        .spec
-        .replicas
-        .unwrap_or(1);
-    (aws_auth, replicas)
-}
-
-/// Nothing of karpctl's is left, checked through the SDKs and kube directly.
-async fn assert_nothing_left(sb: &Sandbox) {
-    let aws = sb.aws().await;
-    let iam = aws_sdk_iam::Client::new(&aws);
-    for role in [NODE_ROLE, CONTROLLER_ROLE] {
-        assert!(
-            iam.get_role().role_name(role).send().await.is_err(),
-            "role {role} still exists"
-        );
-    }
-    for part in POLICIES {
-        let arn = format!("arn:aws:iam::{ACCOUNT}:policy/KarpenterController{part}Policy-sandbox");
-        assert!(
-            iam.get_policy().policy_arn(&arn).send().await.is_err(),
-            "policy {arn} still exists"
-        );
-    }
-    let sqs = aws_sdk_sqs::Client::new(&aws);
-    assert!(
-        sqs.get_queue_url().queue_name(QUEUE).send().await.is_err(),
-        "queue still exists"
-    );
-    let events = aws_sdk_eventbridge::Client::new(&aws);
-    for suffix in RULES {
-        let rule = format!("Karpenter-sandbox-{suffix}");
-        assert!(
-            events.describe_rule().name(&rule).send().await.is_err(),
-            "rule {rule} still exists"
-        );
-    }
-    let eks = aws_sdk_eks::Client::new(&aws);
-    let assocs = eks
-        .list_pod_identity_associations()
-        .cluster_name(sb.cluster())
-        .namespace("kube-system")
-        .service_account("karpenter")
-        .send()
-        .await
-        .unwrap();
-    assert!(assocs.associations().is_empty(), "{assocs:?}");
-    assert!(
-        eks.describe_access_entry()
-            .cluster_name(sb.cluster())
-            .principal_arn(format!("arn:aws:iam::{ACCOUNT}:role/{NODE_ROLE}"))
-            .send()
-            .await
-            .is_err(),
-        "the node role's access entry still exists"
-    );
-    let ec2 = aws_sdk_ec2::Client::new(&aws);
-    let marked = ec2
-        .describe_tags()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("key")
-                .values("karpctl.sh/discovery-tag")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(marked.tags().is_empty(), "{:?}", marked.tags());
-    let client = sb.kube().await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in CRDS {
-        assert!(
-            crds.get_opt(name).await.unwrap().is_none(),
-            "CRD {name} still exists"
-        );
-    }
-    let cms: Api<ConfigMap> = Api::namespaced(client, "kube-system");
-    assert!(cms.get_opt("karpctl-state").await.unwrap().is_none());
-    // The controller's objects (everything labelled as karpctl's) are gone too.
-    let left = sb.run(&[
-        "kubectl",
-        "get",
-        "deployment,serviceaccount,service,poddisruptionbudget,role,rolebinding,clusterrole,clusterrolebinding",
-        "--all-namespaces",
-        "-l",
-        "app.kubernetes.io/managed-by=karpctl",
-        "-o",
-        "name",
-    ]);
-    assert_eq!(left.trim(), "", "left behind: {left}");
 }
 
 #[tokio::test]
@@ -282,4 +150,42 @@ async fn uninstall_plans_removes_only_ours_converges_and_recovers_from_a_failed_
     assert_eq!(kube_snapshot(sb).await, before);
     let stdout = ok(sb, &uninstall);
     assert!(stdout.starts_with("No changes."), "{stdout}");
+
+    // 6. A controller installed into another namespace with another service account is
+    //    found from what init recorded in the cluster: no flags needed to uninstall it.
+    ok(
+        sb,
+        &[
+            "init",
+            "--cluster",
+            &cluster,
+            "--namespace",
+            "karpenter",
+            "--service-account",
+            "autoscaler",
+            "--yes",
+        ],
+    );
+    let plan = ok(sb, &["uninstall", "--cluster", &cluster, "--plan"]);
+    for line in [
+        // Looked up for karpenter/autoscaler: found only through the record.
+        "- eks-pod-identity-association a-",
+        "- deployment karpenter/karpenter",
+        "- serviceaccount karpenter/autoscaler",
+    ] {
+        assert!(plan.contains(line), "missing {line:?} in:\n{plan}");
+    }
+    ok(sb, &uninstall);
+    assert_nothing_left(sb).await;
+    assert_eq!(kube_snapshot(sb).await, before);
+    let namespace = sb.run(&[
+        "kubectl",
+        "get",
+        "namespace",
+        "karpenter",
+        "--ignore-not-found",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(namespace.trim(), "", "the controller's namespace is left");
 }

@@ -6,7 +6,8 @@ code reaches it through the SDK's standard `AWS_ENDPOINT_URL`. In front of moto 
   cluster's `accessConfig` (eks_gaps.py); the Pricing API (pricing.py);
 - `/_sandbox/...` control routes for tests: the log of calls made (so a test can count
   mutating calls), one-shot fault injection (errors and throttling in each protocol's real
-  wire format), and readiness;
+  wire format), setting a cluster's authentication mode in either direction
+  (`POST /_sandbox/auth-mode`), and readiness;
 - EC2 CreateFleet as AWS answers it where moto does not: launched instances get the launch
   template's instance profile and security groups (moto drops both), and a test can make
   chosen (instance type, zone) overrides fail with InsufficientInstanceCapacity — answered,
@@ -433,6 +434,15 @@ class SandboxAws:
                 elif method == "DELETE":
                     self.faults.clear()
                 return reply(200, {"faults": [vars(f) for f in self.faults]})
+        if path == "/_sandbox/auth-mode" and method == "POST":
+            # Test-only: set a cluster's authentication mode in any direction (EKS itself only
+            # moves it forward), so one sandbox can exercise both aws-auth and access entries.
+            doc = json.loads(body)
+            if doc.get("mode") not in ("CONFIG_MAP", "API_AND_CONFIG_MAP", "API"):
+                return reply(400, {"error": f"unknown mode {doc.get('mode')!r}"})
+            with self.lock:
+                self.eks.set_auth_mode(doc["region"], doc["cluster"], doc["mode"])
+            return reply(200, {"mode": doc["mode"]})
         return reply(404, {"error": f"no control route {path}"})
 
 

@@ -3,8 +3,8 @@
 //! the node role last — shown Terraform-style; with `--plan` that is all, otherwise it asks
 //! (or takes `--yes`) and applies with progress. A final sweep reports (never deletes)
 //! anything still tagged for the cluster by karpctl, or launched for it by Karpenter.
-//! NodePools, NodeClaims and the controller are not installed by `init` yet, so there are
-//! none to remove here.
+//! The controller's namespace and service account come from the flags, else from the
+//! settings the last init recorded in the cluster.
 
 use std::process::ExitCode;
 
@@ -16,7 +16,7 @@ use crate::cli::UninstallArgs;
 use crate::kube::cluster_state;
 use crate::kube::config_map as kube_config;
 use crate::kube::objects;
-use crate::plan::init::{Desired, IdentityMode, Options};
+use crate::plan::init::{Desired, IdentityMode, Options, SETTINGS_KEY};
 use crate::plan::uninstall::{self, UninstallOp};
 use crate::plan::{self, Applied, Executor, PlanDocument};
 use crate::printer::Printer;
@@ -48,11 +48,14 @@ async fn run_async(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Ex
         .discover(&args.cluster)
         .await
         .context("discovering the cluster")?;
+    let kube = kube_config::client(args.context.as_deref()).await?;
+    let recorded = cluster_state::recorded_state_opt(&kube).await?;
+    let (namespace, service_account) = controller_identity(args, recorded.as_ref());
     // Only the names matter here; both identity modes' pieces are looked for.
     let options = Options {
         identity: Some(IdentityMode::PodIdentity),
-        namespace: args.namespace.clone(),
-        service_account: args.service_account.clone(),
+        namespace,
+        service_account,
         ..Options::default()
     };
     let desired = Desired::new(cluster, &options)?;
@@ -60,13 +63,12 @@ async fn run_async(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Ex
         .found(&desired)
         .await
         .context("reading what karpctl left in AWS")?;
-    let kube = kube_config::client(args.context.as_deref()).await?;
     if !desired.cluster.api_access() {
         found.aws_auth = kube_config::map_roles(&kube).await?;
     }
     found.crds = cluster_state::owned_crds(&kube).await?;
     found.autoscalers = cluster_state::autoscalers(&kube).await?;
-    found.recorded = cluster_state::recorded_state_opt(&kube).await?;
+    found.recorded = recorded;
     found.node_pools = objects::names_of(&kube, "karpenter.sh/v1", "NodePool").await?;
     found.node_classes = objects::names_of(&kube, "karpenter.k8s.aws/v1", "EC2NodeClass").await?;
     found.node_claims = objects::names_of(&kube, "karpenter.sh/v1", "NodeClaim")
@@ -135,6 +137,28 @@ async fn run_async(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Ex
         printer.result(&(), |_| format!("\n{}", applied.render()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The controller's namespace and service account: the flags when given, else what the
+/// last init recorded (so an uninstall on another machine finds a controller installed with
+/// `--namespace`), else init's defaults.
+fn controller_identity(
+    args: &UninstallArgs,
+    recorded: Option<&std::collections::BTreeMap<String, String>>,
+) -> (String, String) {
+    let settings: serde_json::Value = recorded
+        .and_then(|r| r.get(SETTINGS_KEY))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let pick = |flag: &Option<String>, key: &str, default: &str| {
+        flag.clone()
+            .or_else(|| settings[key].as_str().map(str::to_owned))
+            .unwrap_or_else(|| default.to_owned())
+    };
+    (
+        pick(&args.namespace, "namespace", "kube-system"),
+        pick(&args.service_account, "serviceAccount", "karpenter"),
+    )
 }
 
 struct UninstallExecutor<'a> {

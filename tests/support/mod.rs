@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod footprint;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -235,6 +237,55 @@ impl Sandbox {
         )
         .await;
     }
+
+    /// The injected faults not consumed yet.
+    pub async fn pending_faults(&self) -> Vec<serde_json::Value> {
+        let body = http_get(&format!("{}/_sandbox/faults", self.aws_endpoint())).await;
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        doc["faults"].as_array().unwrap().clone()
+    }
+
+    /// Drops every injected fault not consumed yet (a failed test's leftovers).
+    pub async fn clear_faults(&self) {
+        http(
+            &format!("{}/_sandbox/faults", self.aws_endpoint()),
+            "DELETE",
+            None,
+        )
+        .await;
+    }
+
+    /// Sets the EKS cluster's authentication mode (`CONFIG_MAP`, `API_AND_CONFIG_MAP` or
+    /// `API`) through the sandbox's test-only route, which, unlike EKS, can also move it back.
+    pub async fn set_auth_mode(&self, mode: &str) {
+        let body = serde_json::json!({"region": self.var("AWS_REGION"), "cluster": self.cluster(), "mode": mode});
+        let answer = http_post(
+            &format!("{}/_sandbox/auth-mode", self.aws_endpoint()),
+            &body.to_string(),
+        )
+        .await;
+        assert!(answer.contains(mode), "{answer}");
+    }
+}
+
+impl Sandbox {
+    /// [`Sandbox::inject_fault`] with the error message the fault answers.
+    pub async fn inject_fault_with_message(
+        &self,
+        service: &str,
+        operation: &str,
+        code: &str,
+        status: u16,
+        count: u32,
+        message: &str,
+    ) {
+        let body = serde_json::json!({"service": service, "operation": operation, "code": code, "status": status, "count": count, "message": message});
+        http_post(
+            &format!("{}/_sandbox/faults", self.aws_endpoint()),
+            &body.to_string(),
+        )
+        .await;
+    }
 }
 
 /// Command output as text, for assertions and failure messages.
@@ -327,4 +378,46 @@ fn dechunk(mut body: &str) -> String {
         body = &rest[n + 2..];
     }
     out
+}
+
+/// `/metrics` of the first running controller replica that `sandbox/sandbox controller`
+/// started (its metrics port from `controller status -o json`).
+pub async fn controller_metrics() -> String {
+    let out = Command::new(repo_root().join("sandbox/sandbox"))
+        .args(["controller", "status", "-o", "json"])
+        .output()
+        .expect("running sandbox/sandbox controller status");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("controller status JSON: {e}: {}", text(&out.stdout)));
+    let port = doc["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["running"] == true)
+        .and_then(|r| r["metrics_port"].as_u64())
+        .expect("a running controller replica");
+    http_get(&format!("http://127.0.0.1:{port}/metrics")).await
+}
+
+/// The `karpenter_pods_state` series of one pod, as `label -> value`, from a scrape.
+pub fn pod_state_series(
+    metrics: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("karpenter_pods_state{"))
+        .filter_map(|l| l.split_once("} "))
+        .map(|(labels, _)| {
+            labels
+                .split("\",")
+                .filter_map(|kv| kv.split_once("=\""))
+                .map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+        .find(|m| {
+            m.get("namespace").map(String::as_str) == Some(namespace)
+                && m.get("name").map(String::as_str) == Some(name)
+        })
 }
