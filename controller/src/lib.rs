@@ -5,7 +5,7 @@
 //! Reconcilers (the domain): [`state`] (the cluster as watched), [`provisioning`] (pending pods
 //! to NodeClaims), [`nodeclaim`] (launch, registration, initialization, liveness, garbage
 //! collection, termination), [`nodeclass`] (EC2NodeClass status), [`nodepool`] (NodePool
-//! status), [`events`].
+//! status), [`podstate`] (the `karpenter_pods_state` gauge), [`events`].
 
 pub mod events;
 pub mod health;
@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod nodeclaim;
 pub mod nodeclass;
 pub mod nodepool;
+pub mod podstate;
 pub mod provisioning;
 pub mod settings;
 pub mod state;

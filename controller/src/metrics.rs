@@ -359,6 +359,12 @@ impl<const N: usize> Gauge<N> {
         self.0.lock().retain(|labels, _| keep(labels));
     }
 
+    /// Replaces every series at once (a scrape never sees half of the old and new sets), for
+    /// families recomputed whole from the cluster state such as `karpenter_pods_state`.
+    pub fn replace(&self, series: impl IntoIterator<Item = ([String; N], f64)>) {
+        *self.0.lock() = series.into_iter().collect();
+    }
+
     pub fn get(&self, labels: [&str; N]) -> Option<f64> {
         self.0.lock().get(&key(labels)).copied()
     }

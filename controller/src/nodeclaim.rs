@@ -3,7 +3,12 @@
 //! Initialized (the Node is Ready, its startup taints are gone and requested extended
 //! resources exist). Liveness deletes claims that do not launch within `launch_ttl` or whose
 //! Node does not appear within `registration_ttl`; garbage collection removes claims whose
-//! instance is gone and instances that have no claim.
+//! instance is gone and instances that no claim owns (including a second instance tagged
+//! for a claim that recorded another).
+//!
+//! A launch survives a crash between the cloud call and the status write: the cloud's
+//! `create` is keyed by the claim's name, so the next pass (in this process or the next)
+//! adopts the instance already tagged for the claim instead of launching another.
 //!
 //! Termination is part 1 only: a deleted claim has its Node deleted and its instance
 //! terminated, then its finalizer released. Pods are NOT drained first (no eviction, no
@@ -171,7 +176,11 @@ fn humanize(d: Duration) -> String {
 }
 
 /// Instances launched for this cluster that no claim accounts for, old enough that their
-/// claim is not merely still being written.
+/// claim is not merely still being written: untagged ones, ones tagged for a claim that is
+/// gone, and ones tagged for a claim that recorded a different instance (a second launch for
+/// the same claim, e.g. by a replica that crashed before writing the first one's status).
+/// A claim that exists but recorded nothing yet still owns every instance tagged for it: its
+/// next launch adopts one of them.
 pub fn orphaned_instances<'a>(
     instances: &'a [Instance],
     state: &ClusterState,
@@ -182,7 +191,16 @@ pub fn orphaned_instances<'a>(
         .iter()
         .filter(|i| !i.state.is_gone())
         .filter(|i| state.claim_for_provider_id(&i.provider_id).is_none())
-        .filter(|i| i.node_claim().is_none_or(|n| state.node_claim(n).is_none()))
+        .filter(|i| {
+            i.node_claim().is_none_or(|n| {
+                state.node_claim(n).is_none_or(|c| {
+                    c.status
+                        .as_ref()
+                        .and_then(|s| s.provider_id.as_deref())
+                        .is_some_and(|recorded| recorded != i.provider_id)
+                })
+            })
+        })
         .filter(|i| {
             i.launch_time
                 .and_then(|t| now.duration_since(t).ok())

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use karpctl_api::v1::condition_types::ec2_node_class as cond;
-use karpctl_api::v1::{ConditionStatus, EC2NodeClass, EC2NodeClassStatus, READY};
+use karpctl_api::v1::{
+    Condition, ConditionStatus, Conditions, EC2NodeClass, EC2NodeClassStatus, READY,
+};
 use karpctl_cloud::{CloudError, CloudProvider};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
@@ -19,6 +21,7 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio::time::Instant;
 
+use crate::events::Events;
 use crate::nodeclaim::set_condition;
 use crate::state::{self, SharedState};
 
@@ -47,6 +50,51 @@ pub fn hash(class: &EC2NodeClass) -> String {
     crate::nodepool::fnv1a64(spec.to_string().as_bytes()).to_string()
 }
 
+/// The reason a part's condition is False with, as upstream names it.
+pub fn not_found_reason(condition_type: &str) -> &'static str {
+    match condition_type {
+        cond::SUBNETS_READY => "SubnetsNotFound",
+        cond::SECURITY_GROUPS_READY => "SecurityGroupsNotFound",
+        cond::AMIS_READY => "AMINotFound",
+        cond::INSTANCE_PROFILE_READY => "InstanceProfileNotReady",
+        _ => "NotReady",
+    }
+}
+
+/// The parts a node class resolves, each with its condition type, in resolution order.
+const PARTS: [(&str, &str); 4] = [
+    (cond::SUBNETS_READY, "subnet"),
+    (cond::SECURITY_GROUPS_READY, "security group"),
+    (cond::AMIS_READY, "ami"),
+    (cond::INSTANCE_PROFILE_READY, "instance profile"),
+];
+
+/// `Ready` from the parts' conditions: True when none is False, else False with the first
+/// failing part's reason and every failing part's message (so the one condition users look
+/// at names exactly what is wrong).
+fn set_ready(conditions: &mut Vec<Condition>, now: Timestamp) {
+    let failing: Vec<(String, String)> = conditions
+        .iter()
+        .filter(|c| c.type_ != READY && c.status == ConditionStatus::False)
+        .map(|c| (c.reason.clone(), format!("{}: {}", c.type_, c.message)))
+        .collect();
+    match failing.first() {
+        None => set_condition(conditions, READY, ConditionStatus::True, "Ready", "", now),
+        Some((reason, _)) => {
+            let message: Vec<&str> = failing.iter().map(|(_, m)| m.as_str()).collect();
+            let reason = reason.clone();
+            set_condition(
+                conditions,
+                READY,
+                ConditionStatus::False,
+                &reason,
+                &message.join("; "),
+                now,
+            );
+        }
+    }
+}
+
 /// The status to write: what the cloud resolved (or the old status and the error), a
 /// condition per part, and `Ready`.
 pub fn status(
@@ -55,12 +103,6 @@ pub fn status(
     now: Timestamp,
 ) -> EC2NodeClassStatus {
     let mut conditions = old.map(|s| s.conditions.clone()).unwrap_or_default();
-    let parts = [
-        (cond::SUBNETS_READY, "subnet"),
-        (cond::SECURITY_GROUPS_READY, "security group"),
-        (cond::AMIS_READY, "ami"),
-        (cond::INSTANCE_PROFILE_READY, "instance profile"),
-    ];
     match resolved {
         Ok(mut new) => {
             let present = [
@@ -80,8 +122,7 @@ pub fn status(
                     now,
                 );
             }
-            let mut problems = Vec::new();
-            for ((type_, what), ok) in parts.iter().zip(present) {
+            for ((type_, what), ok) in PARTS.iter().zip(present) {
                 if new.conditions.iter().any(|c| c.type_ == *type_) {
                     continue;
                 }
@@ -100,62 +141,49 @@ pub fn status(
                         &mut conditions,
                         type_,
                         ConditionStatus::False,
-                        &format!("{}NotFound", type_.trim_end_matches("Ready")),
+                        not_found_reason(type_),
                         &msg,
                         now,
                     );
                 }
             }
-            for c in &conditions {
-                if c.type_ != READY && c.status == ConditionStatus::False {
-                    problems.push(format!("{}: {}", c.type_, c.message));
-                }
-            }
-            if problems.is_empty() {
-                set_condition(
-                    &mut conditions,
-                    READY,
-                    ConditionStatus::True,
-                    "Ready",
-                    "",
-                    now,
-                );
-            } else {
-                set_condition(
-                    &mut conditions,
-                    READY,
-                    ConditionStatus::False,
-                    "NotReady",
-                    &problems.join("; "),
-                    now,
-                );
-            }
+            set_ready(&mut conditions, now);
             new.conditions = conditions;
             new
         }
         Err(e) => {
-            let message = e.to_string();
-            let lower = message.to_lowercase();
-            for (type_, what) in parts {
-                if lower.contains(what) {
+            // The cloud names the part that failed (`SubnetsReady: no subnet matched ...`);
+            // anything else (a throttled or failed call) says nothing about the parts.
+            let failed_part = match e {
+                CloudError::NodeClassNotReady { reason, .. } => PARTS.iter().find_map(|(t, _)| {
+                    reason
+                        .strip_prefix(t)
+                        .and_then(|r| r.strip_prefix(": "))
+                        .map(|message| (*t, message))
+                }),
+                _ => None,
+            };
+            match failed_part {
+                Some((type_, message)) => {
                     set_condition(
                         &mut conditions,
                         type_,
                         ConditionStatus::False,
-                        e.reason(),
-                        &message,
+                        not_found_reason(type_),
+                        message,
                         now,
                     );
+                    set_ready(&mut conditions, now);
                 }
+                None => set_condition(
+                    &mut conditions,
+                    READY,
+                    ConditionStatus::False,
+                    e.reason(),
+                    &e.to_string(),
+                    now,
+                ),
             }
-            set_condition(
-                &mut conditions,
-                READY,
-                ConditionStatus::False,
-                e.reason(),
-                &message,
-                now,
-            );
             let mut out = old.cloned().unwrap_or_default();
             out.conditions = conditions;
             out
@@ -183,6 +211,26 @@ pub struct NodeClassReconciler<C> {
     pub client: Client,
     pub cloud: Arc<C>,
     pub state: SharedState,
+    pub events: Events,
+}
+
+/// The Warning Event to publish when a class's `Ready` condition turns False or says
+/// something new: (reason, note). Nothing while it stays the same, so a class that stays
+/// broken is not re-announced on every resolution.
+pub fn readiness_event(
+    old: Option<&EC2NodeClassStatus>,
+    new: &EC2NodeClassStatus,
+) -> Option<(String, String)> {
+    let now = new
+        .condition(READY)
+        .filter(|c| c.status == ConditionStatus::False)?;
+    let before = old.and_then(|s| s.condition(READY));
+    if before.is_some_and(|b| {
+        b.status == ConditionStatus::False && b.reason == now.reason && b.message == now.message
+    }) {
+        return None;
+    }
+    Some((now.reason.clone(), now.message.clone()))
 }
 
 impl<C: CloudProvider> NodeClassReconciler<C> {
@@ -231,6 +279,10 @@ impl<C: CloudProvider> NodeClassReconciler<C> {
             },
             Timestamp::now(),
         );
+        if let Some((reason, note)) = readiness_event(current.status.as_ref(), &new) {
+            tracing::error!(controller = "nodeclass", EC2NodeClass = %json!({"name": name}), reason, message = %note, "nodeclass not ready");
+            self.events.warning(&current, &reason, note).await;
+        }
         if current.status.as_ref().is_none_or(|old| differs(old, &new)) {
             let updated = api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"resourceVersion": current.resource_version()}, "status": new})))
@@ -354,21 +406,103 @@ mod tests {
         );
         assert!(ready.message.contains("AMIsReady"), "{}", ready.message);
 
-        let err = CloudError::other(
-            "resolving subnets",
-            "no subnet matched tags karpenter.sh/discovery=c",
-        );
+        assert_eq!(s.condition(cond::AMIS_READY).unwrap().reason, "AMINotFound");
+        assert_eq!(s.condition(READY).unwrap().reason, "SecurityGroupsNotFound");
+
+        let err = CloudError::NodeClassNotReady {
+            name: "default".into(),
+            reason: "SubnetsReady: no subnet matched: subnetSelectorTerms[0] {\"tags\":{\"karpenter.sh/discovery\":\"c\"}}".into(),
+        };
         let s = status(Some(&s), Err(&err), now);
-        assert_eq!(
-            s.condition(cond::SUBNETS_READY).unwrap().status,
-            ConditionStatus::False
-        );
+        let subnets = s.condition(cond::SUBNETS_READY).unwrap();
+        assert_eq!(subnets.status, ConditionStatus::False);
+        assert_eq!(subnets.reason, "SubnetsNotFound");
         assert!(
-            s.condition(READY)
-                .unwrap()
+            subnets
                 .message
-                .contains("karpenter.sh/discovery=c")
+                .starts_with("no subnet matched: subnetSelectorTerms[0]")
+        );
+        let ready = s.condition(READY).unwrap();
+        assert_eq!(ready.status, ConditionStatus::False);
+        assert!(
+            ready.message.contains("karpenter.sh/discovery"),
+            "{}",
+            ready.message
         );
         assert_eq!(s.subnets.len(), 1, "what was resolved before is kept");
+    }
+
+    #[test]
+    fn a_failed_call_marks_only_ready_and_keeps_the_parts() {
+        let now = Timestamp::now();
+        let mut old = EC2NodeClassStatus::default();
+        set_condition(
+            &mut old.conditions,
+            cond::SUBNETS_READY,
+            ConditionStatus::True,
+            "SubnetsReady",
+            "",
+            now,
+        );
+        let err = CloudError::Throttled("DescribeSubnets: Throttling".into());
+        let s = status(Some(&old), Err(&err), now);
+        assert!(s.is_true(cond::SUBNETS_READY));
+        let ready = s.condition(READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, "Throttled")
+        );
+    }
+
+    #[test]
+    fn a_role_that_cannot_be_added_names_the_instance_profile_part() {
+        let now = Timestamp::now();
+        let err = CloudError::NodeClassNotReady {
+            name: "broken".into(),
+            reason: "InstanceProfileReady: role NoPass cannot be added to instance profile p: AccessDenied: not authorized to perform: iam:PassRole".into(),
+        };
+        let s = status(None, Err(&err), now);
+        let part = s.condition(cond::INSTANCE_PROFILE_READY).unwrap();
+        assert_eq!(part.reason, "InstanceProfileNotReady");
+        let ready = s.condition(READY).unwrap();
+        assert_eq!(ready.reason, "InstanceProfileNotReady");
+        assert!(ready.message.contains("iam:PassRole"), "{}", ready.message);
+    }
+
+    #[test]
+    fn readiness_events_announce_changes_only() {
+        let now = Timestamp::now();
+        let broken = |message: &str| {
+            let mut s = EC2NodeClassStatus::default();
+            set_condition(
+                &mut s.conditions,
+                READY,
+                ConditionStatus::False,
+                "SubnetsNotFound",
+                message,
+                now,
+            );
+            s
+        };
+        let mut ready = EC2NodeClassStatus::default();
+        set_condition(
+            &mut ready.conditions,
+            READY,
+            ConditionStatus::True,
+            "Ready",
+            "",
+            now,
+        );
+        assert_eq!(
+            readiness_event(None, &broken("a")),
+            Some(("SubnetsNotFound".into(), "a".into()))
+        );
+        assert_eq!(
+            readiness_event(Some(&ready), &broken("a")).map(|e| e.0),
+            Some("SubnetsNotFound".into())
+        );
+        assert_eq!(readiness_event(Some(&broken("a")), &broken("a")), None);
+        assert!(readiness_event(Some(&broken("a")), &broken("b")).is_some());
+        assert_eq!(readiness_event(Some(&broken("a")), &ready), None);
     }
 }

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::events::{Events, MetricsSink, reasons};
 use crate::nodeclaim::set_condition;
-use crate::provisioning::{node_class_problem, resources_from_list, resources_to_list};
+use crate::provisioning::{node_class_readiness, resources_from_list, resources_to_list};
 use crate::state::{self, ClusterState, SharedState};
 
 /// 64-bit FNV-1a: tiny, dependency-free and fixed forever, which is what a hash stored on
@@ -66,8 +66,7 @@ pub fn status(pool: &NodePool, state: &ClusterState, now: Timestamp) -> NodePool
     }
     let old = pool.status.clone().unwrap_or_default();
     let mut conditions = old.conditions.clone();
-    let problem = node_class_problem(pool, state);
-    match &problem {
+    match node_class_readiness(pool, state) {
         None => set_condition(
             &mut conditions,
             cond::NODE_CLASS_READY,
@@ -76,42 +75,46 @@ pub fn status(pool: &NodePool, state: &ClusterState, now: Timestamp) -> NodePool
             "",
             now,
         ),
-        Some(why) => set_condition(
+        Some((reason, why)) => set_condition(
             &mut conditions,
             cond::NODE_CLASS_READY,
             ConditionStatus::False,
-            "NodeClassNotReady",
-            why,
+            &reason,
+            &why,
             now,
         ),
     }
-    let failing: Vec<String> = conditions
+    // Ready carries the first failing condition's reason and every failing message.
+    let failing: Vec<(String, String)> = conditions
         .iter()
         .filter(|c| {
             c.type_ != READY
                 && c.type_ != cond::NODE_REGISTRATION_HEALTHY
                 && c.status == ConditionStatus::False
         })
-        .map(|c| format!("{}: {}", c.type_, c.message))
+        .map(|c| (c.reason.clone(), format!("{}: {}", c.type_, c.message)))
         .collect();
-    if failing.is_empty() {
-        set_condition(
+    match failing.first() {
+        None => set_condition(
             &mut conditions,
             READY,
             ConditionStatus::True,
             "Ready",
             "",
             now,
-        );
-    } else {
-        set_condition(
-            &mut conditions,
-            READY,
-            ConditionStatus::False,
-            "NotReady",
-            &failing.join("; "),
-            now,
-        );
+        ),
+        Some((reason, _)) => {
+            let message: Vec<&str> = failing.iter().map(|(_, m)| m.as_str()).collect();
+            let reason = reason.clone();
+            set_condition(
+                &mut conditions,
+                READY,
+                ConditionStatus::False,
+                &reason,
+                &message.join("; "),
+                now,
+            );
+        }
     }
     let class_generation = state
         .node_class(&pool.spec.template.spec.node_class_ref.name)

@@ -135,24 +135,43 @@ pub struct Plan {
 
 /// Whether a NodePool's EC2NodeClass exists and is Ready (`None`) or why not.
 pub fn node_class_problem(pool: &ApiNodePool, state: &ClusterState) -> Option<String> {
+    node_class_readiness(pool, state).map(|(_, message)| message)
+}
+
+/// Why a NodePool's EC2NodeClass is not usable, as upstream's `NodeClassReady` condition says
+/// it: (reason, message) — `NodeClassNotFound`, `NodeClassTerminating`,
+/// `NodeClassReadinessUnknown`, or the class's own `Ready` reason (e.g. `SubnetsNotFound`).
+pub fn node_class_readiness(pool: &ApiNodePool, state: &ClusterState) -> Option<(String, String)> {
     use karpctl_api::v1::Conditions;
     let name = &pool.spec.template.spec.node_class_ref.name;
     match state.node_class(name) {
-        None => Some(format!("EC2NodeClass {name} not found")),
-        Some(class) if class.metadata.deletion_timestamp.is_some() => {
-            Some(format!("EC2NodeClass {name} is being deleted"))
-        }
+        None => Some((
+            "NodeClassNotFound".to_owned(),
+            format!("EC2NodeClass {name} not found"),
+        )),
+        Some(class) if class.metadata.deletion_timestamp.is_some() => Some((
+            "NodeClassTerminating".to_owned(),
+            format!("EC2NodeClass {name} is being deleted"),
+        )),
         Some(class) => {
             let status = class.status.clone().unwrap_or_default();
-            if status.is_true(karpctl_api::v1::READY) {
-                None
-            } else {
-                let why = status
-                    .condition(karpctl_api::v1::READY)
-                    .map(|c| c.message.clone())
-                    .filter(|m| !m.is_empty())
-                    .unwrap_or_else(|| "not ready".to_owned());
-                Some(format!("EC2NodeClass {name} is not ready: {why}"))
+            match status.condition(karpctl_api::v1::READY) {
+                Some(c) if c.status == karpctl_api::v1::ConditionStatus::True => None,
+                Some(c) if c.status == karpctl_api::v1::ConditionStatus::False => Some((
+                    c.reason.clone(),
+                    format!(
+                        "EC2NodeClass {name} is not ready: {}",
+                        if c.message.is_empty() {
+                            &c.reason
+                        } else {
+                            &c.message
+                        }
+                    ),
+                )),
+                _ => Some((
+                    "NodeClassReadinessUnknown".to_owned(),
+                    format!("EC2NodeClass {name} is not ready: readiness unknown"),
+                )),
             }
         }
     }
@@ -382,6 +401,53 @@ fn in_flight_claim(claim: &NodeClaim, types: &[InstanceType], pods: Vec<Pod>) ->
     }
 }
 
+/// The NodePools a pod pins itself to with `karpenter.sh/nodepool`: its nodeSelector, or
+/// the values of a required node affinity `In` term on that key.
+pub fn pinned_pools(pod: &KubePod) -> BTreeSet<String> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return BTreeSet::new();
+    };
+    if let Some(pool) = spec
+        .node_selector
+        .as_ref()
+        .and_then(|s| s.get(labels::NODE_POOL))
+    {
+        return BTreeSet::from([pool.clone()]);
+    }
+    spec.affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .into_iter()
+        .flat_map(|r| &r.node_selector_terms)
+        .flat_map(|t| t.match_expressions.iter().flatten())
+        .filter(|e| e.key == labels::NODE_POOL && e.operator == "In")
+        .flat_map(|e| e.values.iter().flatten().cloned())
+        .collect()
+}
+
+/// Why a pod that fits nothing could not get capacity, when it is pinned to NodePools that
+/// exist but were left out of the batch because their EC2NodeClass is not usable: the
+/// scheduler only saw the other pools, so its own reason would not name the problem.
+fn unready_pool_reason(pod: &KubePod, state: &ClusterState, pools: &[ReadyPool]) -> Option<String> {
+    let pinned = pinned_pools(pod);
+    if pinned.is_empty() || pools.iter().any(|p| pinned.contains(&p.pool.name_any())) {
+        return None;
+    }
+    let reasons: Vec<String> = pinned
+        .iter()
+        .filter_map(|name| {
+            let pool = state.node_pool(name)?;
+            let (_, why) = node_class_readiness(pool, state)?;
+            Some(format!("nodepool {name} is not ready: {why}"))
+        })
+        .collect();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
+}
+
 /// Decide one batch: which claims to create, which pods to nominate to capacity already
 /// there or coming, which pods fit nothing and why.
 pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
@@ -480,8 +546,11 @@ pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
         ));
     }
     for u in &results.unschedulable {
-        out.unschedulable
-            .push((keys[u.pod].clone(), u.reason.clone()));
+        let reason = state
+            .pod(&keys[u.pod])
+            .and_then(|p| unready_pool_reason(p, state, pools))
+            .unwrap_or_else(|| u.reason.clone());
+        out.unschedulable.push((keys[u.pod].clone(), reason));
     }
     for c in &results.node_claims {
         let Some(ready) = pools.iter().find(|p| p.pool.name_any() == c.node_pool) else {
@@ -655,6 +724,12 @@ impl<C: CloudProvider> Provisioner<C> {
 
     /// Run one batch now.
     pub async fn provision(&self) -> anyhow::Result<()> {
+        // Until every watch has listed, claims already in flight (e.g. made before a restart)
+        // may be missing from the state, and planning would create them a second time.
+        if !state::read(&self.state).synced() {
+            tracing::debug!(controller = "provisioner", "waiting on cluster sync");
+            return Ok(());
+        }
         let pools = self.ready_pools().await;
         let started = std::time::Instant::now();
         let decided = {
@@ -849,6 +924,7 @@ pub async fn run_with<C: CloudProvider>(
         client: client.clone(),
         cloud: cloud.clone(),
         state: shared.clone(),
+        events: events.clone(),
     };
     let node_pools = crate::nodepool::NodePoolReconciler {
         client: client.clone(),
@@ -880,5 +956,6 @@ pub async fn run_with<C: CloudProvider>(
         _ = node_classes.run(rx.clone()) => anyhow::bail!("ec2nodeclass reconciler ended"),
         _ = node_pools.run(rx.clone()) => anyhow::bail!("nodepool reconciler ended"),
         _ = synced => anyhow::bail!("sync reporter ended"),
+        _ = crate::podstate::run(shared.clone(), metrics.clone(), rx.clone()) => anyhow::bail!("pod metrics ended"),
     }
 }

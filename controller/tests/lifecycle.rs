@@ -278,3 +278,64 @@ async fn garbage_collection_finds_orphaned_instances_and_claims_whose_instance_i
         vec!["default-lost".to_string()]
     );
 }
+
+#[tokio::test]
+async fn a_launch_whose_status_was_never_written_is_adopted_not_repeated() {
+    let cloud = FakeCloud::new(instance_types().to_vec());
+    let class = node_class("default", true);
+    let unrecorded = claim(json!({"metadata": {"name": "default-crashed"},
+        "spec": {"requirements": [{"key": labels::INSTANCE_TYPE, "operator": "In", "values": ["m5.large"]}]}}));
+    let first = cloud.create(&unrecorded, &class).await.unwrap();
+    // The process died here: the claim in the cluster still records nothing, so the next
+    // pass (of a restarted controller) launches it again.
+    let mut state = ClusterState::new();
+    state.apply(unrecorded.clone());
+    assert_eq!(
+        next_step(&unrecorded, None, at("2026-01-01T00:01:00Z"), &settings()),
+        Step::Launch
+    );
+    let again = cloud.create(&unrecorded, &class).await.unwrap();
+    assert_eq!(again.instance.provider_id, first.instance.provider_id);
+    assert_eq!(cloud.created(), vec!["default-crashed".to_string()]);
+    // Meanwhile garbage collection leaves the instance to its claim, however old it is.
+    let instances = cloud.list().await.unwrap();
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    assert!(orphaned_instances(&instances, &state, later, Duration::from_secs(30)).is_empty());
+}
+
+#[test]
+fn a_second_instance_tagged_for_a_claim_that_recorded_another_is_garbage() {
+    let mut state = ClusterState::new();
+    state.apply(claim(json!({"metadata": {"name": "default-twice"},
+        "status": {"providerID": "aws:///us-west-2a/i-kept"}})));
+    let instances = vec![
+        instance(
+            "i-kept",
+            Some("default-twice"),
+            Duration::from_secs(600),
+            InstanceState::Running,
+        ),
+        instance(
+            "i-duplicate",
+            Some("default-twice"),
+            Duration::from_secs(600),
+            InstanceState::Running,
+        ),
+        instance(
+            "i-duplicate-young",
+            Some("default-twice"),
+            Duration::from_secs(5),
+            InstanceState::Running,
+        ),
+    ];
+    let orphans: Vec<&str> = orphaned_instances(
+        &instances,
+        &state,
+        SystemTime::now(),
+        Duration::from_secs(30),
+    )
+    .iter()
+    .map(|i| i.id.as_str())
+    .collect();
+    assert_eq!(orphans, vec!["i-duplicate"]);
+}

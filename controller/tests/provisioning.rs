@@ -344,3 +344,55 @@ fn nodepool_hash_is_stable_and_ignores_requirements_and_expiry() {
         0xaf63_dc4c_8601_ec8c
     );
 }
+
+#[test]
+fn node_class_readiness_uses_upstreams_reasons() {
+    use karpctl_controller::provisioning::node_class_readiness;
+    let pool = node_pool("default", json!({}));
+    let mut state = ClusterState::new();
+    let (reason, message) = node_class_readiness(&pool, &state).unwrap();
+    assert_eq!(reason, "NodeClassNotFound");
+    assert_eq!(message, "EC2NodeClass default not found");
+    // A class not Ready passes its own reason on (the fixture's is "r").
+    state.apply(node_class("default", false));
+    let (reason, message) = node_class_readiness(&pool, &state).unwrap();
+    assert_eq!(reason, "r");
+    assert!(message.contains("no subnet matched"), "{message}");
+    let mut deleting = node_class("default", true);
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        ));
+    state.apply(deleting);
+    assert_eq!(
+        node_class_readiness(&pool, &state).unwrap().0,
+        "NodeClassTerminating"
+    );
+}
+
+#[test]
+fn a_pod_pinned_to_a_pool_whose_node_class_is_broken_is_told_so() {
+    let healthy = ready_pool(node_pool("healthy", json!({})));
+    let broken = node_pool(
+        "broken",
+        json!({"template": {"spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "missing"}}}}),
+    );
+    let mut state = ClusterState::new();
+    state.apply(healthy.pool.clone());
+    state.apply(broken);
+    let mut p = pending_pod("stuck", "500m", "1Gi");
+    p.spec.as_mut().unwrap().node_selector = Some(
+        [("karpenter.sh/nodepool".to_string(), "broken".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    state.apply(p);
+    let decided = plan(&state, &[healthy], Instant::now());
+    assert!(decided.node_claims.is_empty());
+    assert_eq!(decided.unschedulable.len(), 1);
+    let (_, why) = &decided.unschedulable[0];
+    assert_eq!(
+        why,
+        "nodepool broken is not ready: EC2NodeClass missing not found"
+    );
+}

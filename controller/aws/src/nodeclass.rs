@@ -473,7 +473,14 @@ impl<A: AwsApi> AwsCloud<A> {
             None => {
                 self.api
                     .create_instance_profile(name.clone(), self.profile_tags(node_class))
-                    .await?;
+                    .await
+                    .map_err(|e| {
+                        not_ready(
+                            node_class,
+                            condition_types::INSTANCE_PROFILE_READY,
+                            format!("creating instance profile {name} for role {role}: {e}"),
+                        )
+                    })?;
                 self.api
                     .get_instance_profile(name.clone())
                     .await?
@@ -492,13 +499,13 @@ impl<A: AwsApi> AwsCloud<A> {
                     .await?;
             }
             self.api
-                .add_role_to_instance_profile(name.clone(), role)
+                .add_role_to_instance_profile(name.clone(), role.clone())
                 .await
                 .map_err(|e| {
                     not_ready(
                         node_class,
                         condition_types::INSTANCE_PROFILE_READY,
-                        e.to_string(),
+                        format!("role {role} cannot be added to instance profile {name}: {e}"),
                     )
                 })?;
         }
