@@ -41,6 +41,17 @@ const PROBE: &str = "karpctl-test-deny-probe";
 /// The two tests share the one cluster: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Takes the cluster for one test and clears what an earlier (maybe failed) run left:
+/// unconsumed faults, the admission policy, everything of karpctl's.
+async fn clean_slate() -> tokio::sync::MutexGuard<'static, ()> {
+    let one = ONE_AT_A_TIME.lock().await;
+    let sb = sandbox();
+    sb.clear_faults().await;
+    lift(sb).await;
+    reset(sb).await;
+    one
+}
+
 /// How one fault is made.
 enum Fault {
     /// The next `count` calls of `service:operation` answer `code` with HTTP `status`.
@@ -347,18 +358,6 @@ async fn wait_enforced(sb: &Sandbox, enforced: bool) {
     .await;
 }
 
-/// Runs karpctl and asserts success; returns stdout.
-fn ok(sb: &Sandbox, args: &[&str]) -> String {
-    let out = sb.karpctl(args);
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "karpctl {args:?} failed\n{stdout}\n{}",
-        text(&out.stderr)
-    );
-    stdout
-}
-
 /// init with the fault in place: exit 1, the error naming the step's resource and cause, and
 /// the fault actually reached (an AWS fault is consumed).
 async fn init_fails(sb: &Sandbox, case: &Case) {
@@ -391,7 +390,7 @@ async fn init_fails(sb: &Sandbox, case: &Case) {
 
 /// Uninstall from whatever state: success, nothing left, aws-auth and CA as before.
 async fn uninstall_leaves_nothing(sb: &Sandbox, before: &(Option<String>, i32), what: &str) {
-    ok(sb, &["uninstall", "--cluster", sb.cluster(), "--yes"]);
+    sb.karpctl_ok(&["uninstall", "--cluster", sb.cluster(), "--yes"]);
     assert_nothing_left(sb).await;
     assert_eq!(
         &kube_snapshot(sb).await,
@@ -433,12 +432,9 @@ async fn prepare(sb: &Sandbox, case: &Case) {
 
 #[tokio::test]
 async fn a_failure_at_each_init_step_is_named_uninstalls_cleanly_and_converges_on_rerun() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = clean_slate().await;
     let sb = sandbox();
     let cluster = sb.cluster().to_string();
-    sb.clear_faults().await;
-    lift(sb).await;
-    reset(sb).await;
     let before = kube_snapshot(sb).await;
 
     for case in cases() {
@@ -449,7 +445,7 @@ async fn a_failure_at_each_init_step_is_named_uninstalls_cleanly_and_converges_o
 
         prepare(sb, &case).await;
         init_fails(sb, &case).await;
-        let stdout = ok(sb, &["init", "--cluster", &cluster, "--yes"]);
+        let stdout = sb.karpctl_ok(&["init", "--cluster", &cluster, "--yes"]);
         assert!(
             stdout.contains("Apply complete!"),
             "{}: {stdout}",
@@ -490,12 +486,9 @@ fn aws_auth_with_comments() -> String {
 
 #[tokio::test]
 async fn config_map_mode_merges_one_aws_auth_row_and_gives_aws_auth_back() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = clean_slate().await;
     let sb = sandbox();
     let cluster = sb.cluster().to_string();
-    sb.clear_faults().await;
-    lift(sb).await;
-    reset(sb).await;
     let cms: Api<ConfigMap> = Api::namespaced(sb.kube().await, "kube-system");
     let original = cms.get("aws-auth").await.unwrap().data;
     sb.set_auth_mode("CONFIG_MAP").await;
@@ -593,7 +586,7 @@ async fn config_map_mode_merges_one_aws_auth_row_and_gives_aws_auth_back() {
     // Fail again, then converge: exactly one row added at the end; everything else,
     // comments included, byte-for-byte.
     init_fails(sb, &case).await;
-    ok(sb, &["init", "--cluster", &cluster, "--yes"]);
+    sb.karpctl_ok(&["init", "--cluster", &cluster, "--yes"]);
     let merged = cms.get("aws-auth").await.unwrap().data.unwrap()["mapRoles"].clone();
     assert!(merged.starts_with(&map_roles), "{merged}");
     let added = &merged[map_roles.len()..];
@@ -618,7 +611,7 @@ async fn config_map_mode_merges_one_aws_auth_row_and_gives_aws_auth_back() {
     );
 
     // A re-run changes nothing: no duplicate row.
-    let stdout = ok(sb, &["init", "--cluster", &cluster, "--yes"]);
+    let stdout = sb.karpctl_ok(&["init", "--cluster", &cluster, "--yes"]);
     assert!(stdout.starts_with("No changes."), "{stdout}");
     assert_eq!(
         cms.get("aws-auth").await.unwrap().data.unwrap()["mapRoles"],

@@ -9,7 +9,7 @@
 mod support;
 
 use support::footprint::{NODE_ROLE, assert_nothing_left, kube_snapshot};
-use support::{Sandbox, sandbox, text};
+use support::{sandbox, text};
 
 /// Every mutating operation uninstall may call (other actors on the shared endpoint, such
 /// as the node registrar, are not counted).
@@ -28,18 +28,6 @@ const UNINSTALL_WRITES: &[&str] = &[
     "DeleteQueue",
 ];
 
-/// Runs karpctl and asserts success; returns stdout.
-fn ok(sb: &Sandbox, args: &[&str]) -> String {
-    let out = sb.karpctl(args);
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "karpctl {args:?} failed\n{stdout}\n{}",
-        text(&out.stderr)
-    );
-    stdout
-}
-
 #[tokio::test]
 async fn uninstall_plans_removes_only_ours_converges_and_recovers_from_a_failed_init() {
     let sb = sandbox();
@@ -47,12 +35,12 @@ async fn uninstall_plans_removes_only_ours_converges_and_recovers_from_a_failed_
     let uninstall = ["uninstall", "--cluster", &cluster, "--yes"];
 
     // 0. A clean start, whatever earlier runs left; then what must come back unchanged.
-    ok(sb, &uninstall);
+    sb.karpctl_ok(&uninstall);
     assert_nothing_left(sb).await;
     let before = kube_snapshot(sb).await;
 
     // 1. init creates everything (and scales the Cluster Autoscaler to 0).
-    ok(sb, &["init", "--cluster", &cluster, "--yes"]);
+    sb.karpctl_ok(&["init", "--cluster", &cluster, "--yes"]);
     assert_eq!(kube_snapshot(sb).await.1, 0);
 
     // 2. The plan lists the destroys (and the CA restore) and changes nothing.
@@ -112,7 +100,7 @@ async fn uninstall_plans_removes_only_ours_converges_and_recovers_from_a_failed_
     assert!(all_mutating.is_empty(), "{all_mutating:?}");
 
     // 3. The apply removes everything of ours and gives back what it changed.
-    let stdout = ok(sb, &uninstall);
+    let stdout = sb.karpctl_ok(&uninstall);
     assert!(stdout.contains("Apply complete!"), "{stdout}");
     assert_nothing_left(sb).await;
     assert_eq!(
@@ -123,7 +111,7 @@ async fn uninstall_plans_removes_only_ours_converges_and_recovers_from_a_failed_
 
     // 4. Idempotent: nothing to do, no writes.
     let start = sb.aws_calls().await.len();
-    let stdout = ok(sb, &uninstall);
+    let stdout = sb.karpctl_ok(&uninstall);
     assert!(stdout.starts_with("No changes."), "{stdout}");
     assert_eq!(
         sb.writes_since(start, UNINSTALL_WRITES).await,
@@ -141,32 +129,29 @@ async fn uninstall_plans_removes_only_ours_converges_and_recovers_from_a_failed_
         .send()
         .await
         .expect("the node role was created before the failing step");
-    let stdout = ok(sb, &uninstall);
+    let stdout = sb.karpctl_ok(&uninstall);
     assert!(
         stdout.contains("- iam-role KarpenterNodeRole-sandbox") && !stdout.contains("sqs-queue"),
         "{stdout}"
     );
     assert_nothing_left(sb).await;
     assert_eq!(kube_snapshot(sb).await, before);
-    let stdout = ok(sb, &uninstall);
+    let stdout = sb.karpctl_ok(&uninstall);
     assert!(stdout.starts_with("No changes."), "{stdout}");
 
     // 6. A controller installed into another namespace with another service account is
     //    found from what init recorded in the cluster: no flags needed to uninstall it.
-    ok(
-        sb,
-        &[
-            "init",
-            "--cluster",
-            &cluster,
-            "--namespace",
-            "karpenter",
-            "--service-account",
-            "autoscaler",
-            "--yes",
-        ],
-    );
-    let plan = ok(sb, &["uninstall", "--cluster", &cluster, "--plan"]);
+    sb.karpctl_ok(&[
+        "init",
+        "--cluster",
+        &cluster,
+        "--namespace",
+        "karpenter",
+        "--service-account",
+        "autoscaler",
+        "--yes",
+    ]);
+    let plan = sb.karpctl_ok(&["uninstall", "--cluster", &cluster, "--plan"]);
     for line in [
         // Looked up for karpenter/autoscaler: found only through the record.
         "- eks-pod-identity-association a-",
@@ -175,7 +160,7 @@ async fn uninstall_plans_removes_only_ours_converges_and_recovers_from_a_failed_
     ] {
         assert!(plan.contains(line), "missing {line:?} in:\n{plan}");
     }
-    ok(sb, &uninstall);
+    sb.karpctl_ok(&uninstall);
     assert_nothing_left(sb).await;
     assert_eq!(kube_snapshot(sb).await, before);
     let namespace = sb.run(&[

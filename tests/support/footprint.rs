@@ -195,18 +195,7 @@ pub async fn reset(sb: &Sandbox) {
         .send()
         .await;
     let ec2 = aws_sdk_ec2::Client::new(&aws);
-    let tagged = ec2
-        .describe_tags()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("key")
-                .values("karpctl.sh/discovery-tag")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    for t in tagged.tags() {
+    for t in karpctl_tagged(&ec2).await {
         ec2.delete_tags()
             .resources(t.resource_id().unwrap())
             .tags(
@@ -721,19 +710,8 @@ pub async fn assert_nothing_left(sb: &Sandbox) {
             .is_err(),
         "the node role's access entry still exists"
     );
-    let ec2 = aws_sdk_ec2::Client::new(&aws);
-    let marked = ec2
-        .describe_tags()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("key")
-                .values("karpctl.sh/discovery-tag")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(marked.tags().is_empty(), "{:?}", marked.tags());
+    let marked = karpctl_tagged(&aws_sdk_ec2::Client::new(&aws)).await;
+    assert!(marked.is_empty(), "{marked:?}");
     let client = sb.kube().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for name in CRDS {
@@ -770,4 +748,20 @@ pub async fn attached_policies(iam: &aws_sdk_iam::Client, role: &str) -> BTreeSe
         .iter()
         .map(|p| p.policy_name().unwrap().to_string())
         .collect()
+}
+
+/// The resources carrying karpctl's marker of a discovery tag it added.
+pub async fn karpctl_tagged(ec2: &aws_sdk_ec2::Client) -> Vec<aws_sdk_ec2::types::TagDescription> {
+    ec2.describe_tags()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("key")
+                .values("karpctl.sh/discovery-tag")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .tags
+        .unwrap_or_default()
 }

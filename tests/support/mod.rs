@@ -201,6 +201,18 @@ impl Sandbox {
         self.karpctl_without(&[], args)
     }
 
+    /// Runs karpctl and asserts success; returns stdout.
+    pub fn karpctl_ok(&self, args: &[&str]) -> String {
+        let out = self.karpctl(args);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "karpctl {args:?} failed\n{stdout}\n{}",
+            text(&out.stderr)
+        );
+        stdout
+    }
+
     /// The mutating calls among `operations` answered since call number `since`: what a
     /// command wrote, without the registrar's and other tests' traffic.
     pub async fn writes_since(&self, since: usize, operations: &[&str]) -> Vec<String> {
