@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use karpctl_api::v1::{EC2NodeClass, NodeClaim, NodePool};
 use kube::runtime::watcher;
@@ -122,8 +122,9 @@ impl ClusterState {
         Self::default()
     }
 
-    /// Add or replace one object.
-    pub fn apply<K: Tracked + 'static>(&mut self, obj: K) {
+    /// Add or replace one object (stored [`trim`]med).
+    pub fn apply<K: Tracked + 'static>(&mut self, mut obj: K) {
+        trim(&mut obj);
         let key = key_of(&obj);
         self.unindex::<K>(&key);
         self.index(&key, &obj);
@@ -338,6 +339,95 @@ impl ClusterState {
     }
 }
 
+/// kubectl's copy of the whole object it last applied, in an annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drop what no reconciler reads before an object is stored, so the state of a big cluster
+/// stays small: every object's `managedFields` and kubectl's last-applied copy, and for pods
+/// (the bulk of a cluster) and DaemonSet pod templates the container details only a kubelet
+/// needs (env, commands, probes, mounts, security contexts, statuses). What scheduling
+/// (`pod_from_spec`: resources, init containers and their restart policy, overhead, node
+/// selectors, affinity, tolerations, topology spread, host ports, PVC volumes), events
+/// (name, namespace, uid, resourceVersion), `karpenter_pods_state` (owner, node, phase) and
+/// provisioning (conditions, phase, deletion) read is kept.
+pub fn trim<K: Tracked + 'static>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+    let any: &mut dyn std::any::Any = obj;
+    if let Some(pod) = any.downcast_mut::<Pod>() {
+        if let Some(spec) = pod.spec.as_mut() {
+            trim_pod_spec(spec);
+        }
+        if let Some(status) = pod.status.as_mut() {
+            status.container_statuses = None;
+            status.init_container_statuses = None;
+            status.ephemeral_container_statuses = None;
+            status.resource_claim_statuses = None;
+            status.message = None;
+        }
+    } else if let Some(node) = any.downcast_mut::<Node>() {
+        if let Some(status) = node.status.as_mut() {
+            status.images = None;
+            status.volumes_attached = None;
+            status.volumes_in_use = None;
+            status.config = None;
+        }
+    } else if let Some(ds) = any.downcast_mut::<DaemonSet>() {
+        if let Some(spec) = ds.spec.template.spec.as_mut() {
+            trim_pod_spec(spec);
+        }
+        if let Some(meta) = ds.spec.template.metadata.as_mut() {
+            meta.managed_fields = None;
+        }
+    }
+}
+
+fn trim_pod_spec(spec: &mut PodSpec) {
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        c.env = None;
+        c.env_from = None;
+        c.command = None;
+        c.args = None;
+        c.liveness_probe = None;
+        c.readiness_probe = None;
+        c.startup_probe = None;
+        c.lifecycle = None;
+        c.volume_mounts = None;
+        c.volume_devices = None;
+        c.security_context = None;
+        c.working_dir = None;
+        c.termination_message_path = None;
+        c.termination_message_policy = None;
+        c.image_pull_policy = None;
+        c.ports = c
+            .ports
+            .take()
+            .map(|ports| {
+                ports
+                    .into_iter()
+                    .filter(|p| p.host_port.is_some_and(|h| h > 0))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|ports| !ports.is_empty());
+    }
+    spec.ephemeral_containers = None;
+    spec.security_context = None;
+    spec.dns_config = None;
+    spec.host_aliases = None;
+    spec.image_pull_secrets = None;
+    // Only volumes that can constrain placement (their claims carry topology) are kept.
+    if let Some(volumes) = spec.volumes.as_mut() {
+        volumes.retain(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some());
+    }
+}
+
 /// `PodScheduled=False` with reason `Unschedulable`, not bound, not terminal, not being
 /// deleted, and not a DaemonSet's pod (those follow nodes, they do not ask for them).
 pub fn is_provisionable(pod: &Pod) -> bool {
@@ -415,7 +505,12 @@ where
     while let Some(event) = stream.next().await {
         match event {
             Ok(watcher::Event::Init) => initial.clear(),
-            Ok(watcher::Event::InitApply(obj)) => initial.push(obj),
+            // Trimmed as each page arrives, so a big cluster's first list never sits in
+            // memory whole and untrimmed.
+            Ok(watcher::Event::InitApply(mut obj)) => {
+                trim(&mut obj);
+                initial.push(obj);
+            }
             Ok(watcher::Event::InitDone) => {
                 write(state).replace(std::mem::take(&mut initial));
                 tracing::debug!(kind = ?K::KIND, "cluster state synced");
@@ -574,6 +669,80 @@ mod tests {
         let later = now + std::time::Duration::from_secs(11);
         assert_eq!(s.provisionable_pods(later).len(), 2);
         assert_eq!(s.nominated_to("c1", now), vec!["a/nominated".to_string()]);
+    }
+
+    #[test]
+    fn stored_pods_drop_managed_fields_env_and_probes_but_schedule_the_same() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "namespace": "a", "name": "web", "uid": "u1", "resourceVersion": "7",
+                "labels": {"app": "web"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{\"big\": true}",
+                    "karpenter.sh/do-not-disrupt": "true"
+                },
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "r1", "controller": true}],
+                "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]
+            },
+            "spec": {
+                "nodeSelector": {"karpenter.sh/nodepool": "p"},
+                "tolerations": [{"key": "k", "operator": "Exists"}],
+                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "web"}}}]}},
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}],
+                "initContainers": [{"name": "sidecar", "restartPolicy": "Always", "env": [{"name": "X", "value": "y"}],
+                    "resources": {"requests": {"cpu": "50m"}}}],
+                "containers": [{
+                    "name": "app", "image": "web:1", "command": ["/web"], "args": ["--port=8080"],
+                    "env": [{"name": "A", "value": "b"}],
+                    "ports": [{"containerPort": 8080}, {"containerPort": 9090, "hostPort": 9090}],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": 8080}},
+                    "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets"}],
+                    "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+                }],
+                "volumes": [{"name": "token", "projected": {"sources": []}},
+                            {"name": "data", "persistentVolumeClaim": {"claimName": "data-web"}}]
+            },
+            "status": {
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
+                "containerStatuses": [{"name": "app", "image": "web:1", "imageID": "", "ready": false, "restartCount": 0}]
+            }
+        }))
+        .unwrap();
+        let mut s = ClusterState::new();
+        s.apply(pod.clone());
+        let stored = s.pod("a/web").unwrap();
+        assert!(stored.metadata.managed_fields.is_none());
+        assert_eq!(
+            stored.annotations().keys().collect::<Vec<_>>(),
+            vec!["karpenter.sh/do-not-disrupt"]
+        );
+        assert_eq!(stored.owner_references().len(), 1);
+        assert_eq!(stored.resource_version().as_deref(), Some("7"));
+        let spec = stored.spec.as_ref().unwrap();
+        let app = &spec.containers[0];
+        assert!(app.env.is_none() && app.command.is_none() && app.readiness_probe.is_none());
+        assert_eq!(app.ports.as_ref().map(Vec::len), Some(1), "only host ports");
+        assert_eq!(
+            spec.volumes.as_ref().unwrap()[0].name,
+            "data",
+            "only claims are kept"
+        );
+        assert!(stored.status.as_ref().unwrap().container_statuses.is_none());
+        assert!(is_provisionable(stored));
+        let scheduled = |p: &Pod| {
+            karpctl_scheduling::kubernetes::pod_from_spec(
+                "a",
+                "web",
+                p.metadata.labels.as_ref().unwrap(),
+                p.spec.as_ref().unwrap(),
+                "spec",
+            )
+            .unwrap()
+        };
+        assert_eq!(scheduled(stored), scheduled(&pod));
     }
 
     #[test]
