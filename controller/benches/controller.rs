@@ -378,6 +378,7 @@ async fn latency_round(
     options: &Options,
 ) -> Result<Vec<Sample>> {
     let mut created = BTreeMap::new();
+    let mut uids: HashMap<String, String> = HashMap::new();
     for i in 0..options.pods_per_round {
         let name = format!("bench-latency-{round:03}-{i}");
         let pod: Pod = serde_json::from_value(json!({
@@ -394,9 +395,12 @@ async fn latency_round(
             }
         }))?;
         let sent = unix_now();
-        pods.create(&PostParams::default(), &pod)
+        let pod = pods
+            .create(&PostParams::default(), &pod)
             .await
             .with_context(|| format!("creating pod {name}"))?;
+        // Events outlive pods: an earlier run's pod of the same name is told apart by uid.
+        uids.insert(pod.uid().unwrap_or_default(), name.clone());
         created.insert(name, sent);
     }
 
@@ -409,7 +413,15 @@ async fn latency_round(
             .list(&ListParams::default().fields("reason=Nominated"))
             .await?
         {
-            let pod = e.involved_object.name.clone().unwrap_or_default();
+            let Some(pod) = e
+                .involved_object
+                .uid
+                .as_ref()
+                .and_then(|u| uids.get(u))
+                .cloned()
+            else {
+                continue;
+            };
             if let Some(claim) = e
                 .message
                 .as_deref()
