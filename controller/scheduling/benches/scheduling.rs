@@ -5,10 +5,14 @@
 //!     anti-affinity) from 1 to 40k pods — printing pods/s, nodes and $/h;
 //! (b) cost quality on a suite of workloads against the configuration-LP lower bound over
 //!     whole (integer) packings, `lowerbound::integer_configuration_bound` ((a)'s column is
-//!     the faster fractional bound);
+//!     the faster fractional bound) within a work budget (`KARPCTL_BENCH_LP_WORK` knapsack
+//!     nodes, default `DEFAULT_WORK_BUDGET`); the "bound" column says which figure a row
+//!     got: `whole` (converged), `whole/budget` (valid, stopped early) or `fractional`;
 //! (c) peak memory (VmHWM) of the process.
 //!
-//! `cargo bench -p karpctl-scheduling --bench scheduling [-- SIZES...]`
+//! `cargo bench -p karpctl-scheduling --bench scheduling [-- SIZES... | b]` (`b`: only (b);
+//! `KARPCTL_BENCH_ONLY=<prefix>`: only those workloads; `KARPCTL_BENCH_DETAIL=<prefix>`:
+//! their chosen types)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +20,8 @@ use std::time::Instant;
 use karpctl_cloud::{Catalogue, CatalogueOptions, InstanceType, labels};
 use karpctl_scheduling::checker::{Input, verify};
 use karpctl_scheduling::lowerbound::{
-    NodeType, PodClass, configuration_bound, integer_configuration_bound,
+    BoundKind, DEFAULT_WORK_BUDGET, NodeType, PodClass, configuration_bound,
+    integer_configuration_bound,
 };
 use karpctl_scheduling::{
     LabelSelector, NodePool, Operator, Pod, Requirement, Requirements, Scheduler, pod,
@@ -81,13 +86,14 @@ fn pool(name: &str, types: &Arc<Vec<InstanceType>>, requirements: Requirements) 
 
 /// The configuration-LP lower bound over the pools' types for these pods; pods whose
 /// `app` label is in `one_per_node` may not share a node with each other. With
-/// `whole_packings`, the tighter bound over integer packings (slower to compute).
+/// `whole_packings`, the tighter bound over integer packings (slower to compute, so given
+/// a work budget). Also returns which bound the figure is.
 fn lower_bound(
     pools: &[NodePool],
     pods: &[Pod],
     one_per_node: &[&str],
     whole_packings: bool,
-) -> f64 {
+) -> (f64, &'static str) {
     let dims = ["cpu", "memory", "pods", "nvidia.com/gpu"];
     let scale = |r: &karpctl_cloud::Resources, d: &str| -> f64 {
         match d {
@@ -145,20 +151,40 @@ fn lower_bound(
         }
     }
     let classes: Vec<PodClass> = classes.into_values().collect();
-    let bound = if whole_packings {
-        integer_configuration_bound(&types, &classes, 60)
+    if whole_packings {
+        let work = std::env::var("KARPCTL_BENCH_LP_WORK")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(DEFAULT_WORK_BUDGET);
+        match integer_configuration_bound(&types, &classes, 60, work) {
+            Some(b) => (
+                b.value,
+                match b.kind {
+                    BoundKind::Fractional => "fractional",
+                    BoundKind::WholePackings => "whole",
+                    BoundKind::WholePackingsBudgeted => "whole/budget",
+                },
+            ),
+            None => (f64::NAN, "none"),
+        }
     } else {
         configuration_bound(&types, &classes, 60)
-    };
-    bound.map(|(b, _)| b).unwrap_or(f64::NAN)
+            .map(|(b, _)| (b, "fractional"))
+            .unwrap_or((f64::NAN, "none"))
+    }
 }
 
 fn main() {
+    // `b` alone skips (a); `KARPCTL_BENCH_ONLY=<prefix>` runs only matching (b) workloads.
+    let only_b = std::env::args().skip(1).any(|a| a == "b");
+    let only = std::env::var("KARPCTL_BENCH_ONLY").ok();
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let sizes = if args.is_empty() {
+    let sizes = if only_b {
+        Vec::new()
+    } else if args.is_empty() {
         vec![1, 100, 500, 1_000, 5_000, 10_000, 20_000, 40_000]
     } else {
         args
@@ -202,7 +228,7 @@ fn main() {
             "skipped".to_string()
         };
         let lb = if n <= 5_000 {
-            lower_bound(&pools, &pods, &["hs", "ha"], false)
+            lower_bound(&pools, &pods, &["hs", "ha"], false).0
         } else {
             f64::NAN
         };
@@ -224,8 +250,8 @@ fn main() {
         "(b) cost quality against the LP lower bound over whole packings (on-demand, whole catalogue unless restricted)"
     );
     println!(
-        "{:<28} {:>6} {:>7} {:>10} {:>10} {:>8} {:>8} {:>9}",
-        "workload", "pods", "nodes", "$/h", "LP $/h", "ratio", "seconds", "LP secs"
+        "{:<24} {:>6} {:>6} {:>9} {:>9} {:>13} {:>7} {:>8} {:>8}",
+        "workload", "pods", "nodes", "$/h", "LP $/h", "bound", "ratio", "seconds", "LP secs"
     );
     let mut ratios = Vec::new();
     let restricted = Requirements::from_iter([Requirement::new(
@@ -326,6 +352,9 @@ fn main() {
         ),
     ];
     for (name, pods, requirements, anti) in scenarios {
+        if only.as_ref().is_some_and(|o| !name.starts_with(o.as_str())) {
+            continue;
+        }
         let pools = vec![pool("default", &all, requirements)];
         let scheduler = Scheduler::new(pools.clone(), Vec::new(), Vec::new());
         let start = Instant::now();
@@ -340,7 +369,7 @@ fn main() {
         let violations = verify(&input, &results);
         assert!(violations.is_empty(), "{name}: {violations:?}");
         let t = Instant::now();
-        let lb = lower_bound(&pools, &pods, &anti, true);
+        let (lb, lb_kind) = lower_bound(&pools, &pods, &anti, true);
         let lb_secs = t.elapsed().as_secs_f64();
         if std::env::var("KARPCTL_BENCH_DETAIL").is_ok_and(|d| name.starts_with(&d)) {
             let mut by_type: std::collections::BTreeMap<String, (usize, f64, f64, f64)> =
@@ -363,12 +392,13 @@ fn main() {
         let ratio = results.total_price() / lb;
         ratios.push(ratio);
         println!(
-            "{:<28} {:>6} {:>7} {:>10.3} {:>10.3} {:>8.4} {:>8.3} {:>9.1}{}",
+            "{:<24} {:>6} {:>6} {:>9.3} {:>9.3} {:>13} {:>7.4} {:>8.3} {:>8.1}{}",
             name,
             pods.len(),
             results.node_claims.len(),
             results.total_price(),
             lb,
+            lb_kind,
             ratio,
             secs,
             lb_secs,

@@ -38,6 +38,11 @@ pub struct Cover {
 
 /// Solve the covering LP. `None` when some demanded resource is offered by no column.
 pub fn cover(columns: &[Column], demand: &[f64]) -> Option<Cover> {
+    cover_counted(columns, demand, &mut 0)
+}
+
+/// [`cover`], adding its work (tableau cells updated, in thousands) to `work`.
+fn cover_counted(columns: &[Column], demand: &[f64], work: &mut usize) -> Option<Cover> {
     let rows = demand.len();
     for (r, d) in demand.iter().enumerate() {
         if *d > 0.0
@@ -115,6 +120,7 @@ pub fn cover(columns: &[Column], demand: &[f64]) -> Option<Cover> {
             }
         }
         let leave = leave?;
+        *work += (m + 1) * width / 1000 + 1;
         let pivot = tab[leave * width + enter];
         for j in 0..width {
             tab[leave * width + j] /= pivot;
@@ -220,11 +226,17 @@ mod tests {
 /// Maximize `c·x` subject to `A x ≤ b`, `x ≥ 0`, with `b ≥ 0` (so the origin is feasible).
 /// Returns the optimum and `x`. Dense tableau, Bland's rule.
 pub fn maximize(c: &[f64], a: &[Vec<f64>], b: &[f64]) -> Option<(f64, Vec<f64>)> {
-    maximize_with_duals(c, a, b).map(|(v, x, _)| (v, x))
+    maximize_with_duals(c, a, b, &mut 0).map(|(v, x, _)| (v, x))
 }
 
-/// [`maximize`], also returning the optimal dual price of every row of `A`.
-fn maximize_with_duals(c: &[f64], a: &[Vec<f64>], b: &[f64]) -> Option<(f64, Vec<f64>, Vec<f64>)> {
+/// [`maximize`], also returning the optimal dual price of every row of `A`, and adding its
+/// work (tableau cells updated, in thousands) to `work`.
+fn maximize_with_duals(
+    c: &[f64],
+    a: &[Vec<f64>],
+    b: &[f64],
+    work: &mut usize,
+) -> Option<(f64, Vec<f64>, Vec<f64>)> {
     let n = c.len();
     let m = a.len();
     let width = n + m + 1;
@@ -258,6 +270,7 @@ fn maximize_with_duals(c: &[f64], a: &[Vec<f64>], b: &[f64]) -> Option<(f64, Vec
             }
         }
         let leave = leave?;
+        *work += (m + 1) * width / 1000 + 1;
         let pivot = tab[leave * width + enter];
         for j in 0..width {
             tab[leave * width + j] /= pivot;
@@ -317,9 +330,37 @@ pub fn configuration_bound(
         Pricing {
             integer: false,
             budget: 0,
+            work: 0,
         },
     )
+    .map(|b| (b.value, b.duals))
 }
+
+/// Which figure a [`Bound`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoundKind {
+    /// The fractional configuration LP (whole packings never beat it, or were not priced).
+    Fractional,
+    /// The LP over whole packings, converged.
+    WholePackings,
+    /// The LP over whole packings, stopped by its work budget (or iteration cap): Farley's
+    /// figure at the best iteration reached, valid but not converged.
+    WholePackingsBudgeted,
+}
+
+/// A lower bound with its dual prices and how it was obtained.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bound {
+    pub value: f64,
+    /// Per class: the marginal cost of one pod (scaled to be dual feasible).
+    pub duals: Vec<f64>,
+    pub kind: BoundKind,
+}
+
+/// Work [`integer_configuration_bound`] may do in all, by default (knapsack nodes plus
+/// thousands of tableau cells): about half a minute at most on the benchmark's workloads
+/// on a 2-core machine.
+pub const DEFAULT_WORK_BUDGET: usize = 150_000_000;
 
 /// [`configuration_bound`] over *whole* packings: a real node holds an integer number of
 /// pods of each class, so every real plan is a combination of integer packings and the LP
@@ -333,11 +374,18 @@ pub fn configuration_bound(
 /// master duals by the worst `value / price` over all types then gives dual prices that
 /// no integer packing of any type exceeds, so their value of the demand is a lower bound
 /// at every iteration, converged or not.
+///
+/// `work` caps the effort of the whole run (knapsack nodes searched plus thousands of
+/// simplex tableau cells updated): once it is spent, the types not yet searched are priced
+/// at their LP optimum (still valid) and the best figure so far is returned — from the
+/// fractional phase ([`BoundKind::Fractional`]) if the budget ran out there or whole
+/// packings never beat it, else [`BoundKind::WholePackingsBudgeted`] unless converged.
 pub fn integer_configuration_bound(
     types: &[NodeType],
     classes: &[PodClass],
     max_iterations: usize,
-) -> Option<(f64, Vec<f64>)> {
+    work: usize,
+) -> Option<Bound> {
     column_generation(
         types,
         classes,
@@ -345,6 +393,7 @@ pub fn integer_configuration_bound(
         Pricing {
             integer: true,
             budget: 20_000,
+            work,
         },
     )
 }
@@ -355,6 +404,8 @@ pub fn integer_configuration_bound(
 struct Pricing {
     integer: bool,
     budget: usize,
+    /// Knapsack nodes for the whole run.
+    work: usize,
 }
 
 fn column_generation(
@@ -362,10 +413,14 @@ fn column_generation(
     classes: &[PodClass],
     max_iterations: usize,
     pricing: Pricing,
-) -> Option<(f64, Vec<f64>)> {
+) -> Option<Bound> {
     let g = classes.len();
     if g == 0 {
-        return Some((0.0, Vec::new()));
+        return Some(Bound {
+            value: 0.0,
+            duals: Vec::new(),
+            kind: BoundKind::Fractional,
+        });
     }
     // Drop types dominated by a cheaper-or-equal type with at least as much of everything.
     let mut order: Vec<usize> = (0..types.len())
@@ -417,6 +472,8 @@ fn column_generation(
     }
     let mut best_bound: f64 = 0.0;
     let mut duals = vec![0.0; g];
+    let mut kind = BoundKind::Fractional;
+    let mut spent = 0usize;
     // Integer pricing starts from the fractional phase's columns (rounded down to whole
     // packings), which converges in far fewer of its costly iterations. Both phases' bounds
     // are valid, so the best of them is kept.
@@ -434,9 +491,33 @@ fn column_generation(
             }
             columns.retain(|c| c.supply.iter().any(|s| *s > 0.0));
         }
+        let mut exhausted = false;
+        let mut converged = false;
+        let mut stalled = 0;
         for _ in 0..max_iterations {
-            let master = cover(&columns, &demand)?;
-            let y = master.resource_prices.clone();
+            // Rounded-down columns may leave a class uncovered: keep the figure so far.
+            // Out of work, or the fractional phase (only a warm start here) past its share
+            // or stalled: the best figure so far stands (every one is valid). Its master
+            // LP degrades numerically over many columns, so stalls are common.
+            let share = if integer {
+                pricing.work
+            } else {
+                pricing.work / 2
+            };
+            if pricing.integer && (spent >= share || (!integer && stalled >= 20)) {
+                break;
+            }
+            let Some(master) = cover_counted(&columns, &demand, &mut spent) else {
+                break;
+            };
+            // Prices the pricing step ignores (≤ 1e-12: zero, or negative from a degenerate
+            // master) are taken as zero here too, so Farley's scaling stays exact for the
+            // prices actually used: a valid bound even when the master's numerics fail.
+            let y: Vec<f64> = master
+                .resource_prices
+                .iter()
+                .map(|v| if *v > 1e-12 { *v } else { 0.0 })
+                .collect();
             let total: f64 = y.iter().zip(&demand).map(|(a, b)| a * b).sum();
             // Pricing: the most valuable fractional packing of each type at prices y.
             let mut worst_ratio: f64 = 1.0;
@@ -462,7 +543,9 @@ fn column_generation(
                     rows.push(row);
                     rhs.push(caps[t][*c].min(1e6));
                 }
-                let Some((value, k, row_duals)) = maximize_with_duals(&obj, &rows, &rhs) else {
+                let Some((value, k, row_duals)) =
+                    maximize_with_duals(&obj, &rows, &rhs, &mut spent)
+                else {
                     continue;
                 };
                 let ratio = value / nt.price;
@@ -497,9 +580,11 @@ fn column_generation(
                     if lp_ratio <= worst_ratio && (solved >= 25 || lp_ratio <= 1.0 + 1e-7) {
                         break;
                     }
-                    if solved >= 60 {
-                        // Left unsolved: its LP optimum bounds its integer optimum.
+                    if solved >= 60 || spent >= pricing.work {
+                        // Left unsolved: its LP optimum bounds its integer optimum (and
+                        // every later type's, sorted by it).
                         worst_ratio = worst_ratio.max(lp_ratio);
+                        exhausted |= spent >= pricing.work;
                         break;
                     }
                     let nt = kept[t];
@@ -511,8 +596,10 @@ fn column_generation(
                             most: caps[t][*c].min(1e6),
                         })
                         .collect();
-                    let (upper, k) =
-                        integer_knapsack(&items, &nt.allocatable, &surrogate, pricing.budget);
+                    let budget = pricing.budget.min(pricing.work.saturating_sub(spent));
+                    let (upper, k, nodes) =
+                        integer_knapsack(&items, &nt.allocatable, &surrogate, budget);
+                    spent += nodes;
                     worst_ratio = worst_ratio.max(upper.min(lp_ratio * nt.price) / nt.price);
                     let value: f64 = items.iter().zip(&k).map(|(it, k)| it.value * k).sum();
                     let ratio = value / nt.price;
@@ -533,18 +620,34 @@ fn column_generation(
             }
             // Farley: scaling y down by the best ratio makes it dual feasible.
             let bound = total / worst_ratio;
+            stalled += 1;
             if bound > best_bound {
+                stalled = 0;
                 best_bound = bound;
                 duals = y.iter().map(|v| v / worst_ratio).collect();
+                if integer {
+                    kind = BoundKind::WholePackingsBudgeted;
+                }
             }
             if new_columns.is_empty() {
+                converged = true;
+                break;
+            }
+            if exhausted {
                 break;
             }
             new_columns.sort_by(|a, b| b.0.total_cmp(&a.0));
             columns.extend(new_columns.into_iter().take(25).map(|(_, c)| c));
         }
+        if integer && converged && kind == BoundKind::WholePackingsBudgeted {
+            kind = BoundKind::WholePackings;
+        }
     }
-    Some((best_bound, duals))
+    Some(Bound {
+        value: best_bound,
+        duals,
+        kind,
+    })
 }
 
 /// One kind of item for [`integer_knapsack`].
@@ -559,13 +662,13 @@ struct Item {
 /// knapsack on the surrogate constraint `Σ (u·request)·k ≤ u·capacity` (`u ≥ 0`: the LP's
 /// resource duals), a relaxation of it, so pruning never loses the optimum. Returns an upper
 /// bound on the optimum (the optimum itself when the search finished within `budget`
-/// nodes; otherwise the root bound) and the best packing found.
+/// nodes; otherwise the root bound), the best packing found and the nodes searched.
 fn integer_knapsack(
     items: &[Item],
     capacity: &[f64],
     surrogate: &[f64],
     budget: usize,
-) -> (f64, Vec<f64>) {
+) -> (f64, Vec<f64>, usize) {
     const EPS: f64 = 1e-9;
     let weight: Vec<f64> = items
         .iter()
@@ -681,7 +784,7 @@ fn integer_knapsack(
     let mut left = capacity.to_vec();
     let finished = dive(&mut search, 0, 0.0, &mut left, total, &bound);
     let upper = if finished { search.best } else { root };
-    (upper, search.best_k)
+    (upper, search.best_k, search.nodes.min(budget))
 }
 
 #[cfg(test)]
@@ -744,12 +847,51 @@ mod configuration_tests {
             },
         ];
         let (fractional, _) = configuration_bound(&types, &classes, 20).unwrap();
-        let (whole, duals) = integer_configuration_bound(&types, &classes, 20).unwrap();
+        let Bound {
+            value: whole,
+            duals,
+            kind,
+        } = integer_configuration_bound(&types, &classes, 20, DEFAULT_WORK_BUDGET).unwrap();
+        assert_eq!(kind, BoundKind::WholePackings);
         assert!((fractional - 2.0).abs() < 1e-6, "{fractional}");
         assert!((whole - 2.5).abs() < 1e-6, "{whole}");
         assert!(
             (duals[0] - 1.0).abs() < 1e-6 && (duals[1] - 0.5).abs() < 1e-6,
             "{duals:?}"
+        );
+    }
+
+    #[test]
+    fn an_exhausted_work_budget_still_returns_a_valid_bound() {
+        // Many small classes on a few types: the exact search needs thousands of nodes.
+        let types: Vec<NodeType> = (1..=6)
+            .map(|i| NodeType {
+                price: i as f64 * 0.9 + 0.05 * (i * i) as f64,
+                allocatable: vec![2.0 * i as f64, 3.7 * i as f64],
+            })
+            .collect();
+        let classes: Vec<PodClass> = (0..12)
+            .map(|i| PodClass {
+                count: 7.0 + i as f64,
+                request: vec![0.3 + 0.17 * i as f64, 0.25 + 0.29 * ((i * 5) % 12) as f64],
+                max_per_node: None,
+            })
+            .collect();
+        let (fractional, _) = configuration_bound(&types, &classes, 60).unwrap();
+        let full = integer_configuration_bound(&types, &classes, 60, DEFAULT_WORK_BUDGET).unwrap();
+        assert_eq!(full.kind, BoundKind::WholePackings);
+        assert!(full.value >= fractional - 1e-9);
+        let mut cut_short = false;
+        for work in [0, 1, 20, 200, 2_000] {
+            let cut = integer_configuration_bound(&types, &classes, 60, work).unwrap();
+            // Valid: never above the converged optimum of the same LP.
+            assert!(cut.value >= 0.0, "{work}: {cut:?}");
+            assert!(cut.value <= full.value + 1e-9, "{work}: {cut:?} > {full:?}");
+            cut_short |= cut.kind != BoundKind::WholePackings;
+        }
+        assert!(
+            cut_short,
+            "no budget was small enough to stop the search early"
         );
     }
 
@@ -796,7 +938,7 @@ mod configuration_tests {
                 })
                 .collect();
             let surrogate = vec![1.0; capacity.len()];
-            let (upper, k) = integer_knapsack(&items, &capacity, &surrogate, 10_000);
+            let (upper, k, _) = integer_knapsack(&items, &capacity, &surrogate, 10_000);
             let value: f64 = items.iter().zip(&k).map(|(it, k)| it.value * k).sum();
             assert!((upper - want).abs() < 1e-9, "{values:?}: {upper} != {want}");
             assert!((value - want).abs() < 1e-9, "{values:?}: {k:?}");
