@@ -82,6 +82,8 @@ type Scored = ((usize, usize), f64, f64, f64);
 struct Memo {
     pool: usize,
     t: usize,
+    /// Whether the fill used [`Solve::shaped_order`].
+    shaped: bool,
     efficiency: f64,
     uses: usize,
 }
@@ -386,6 +388,85 @@ impl Solve<'_> {
         fill
     }
 
+    /// The classes in the order that best fills the room a node of type `t` has left once
+    /// it holds its seed pods: by value per share of that room taken by the scarcest
+    /// resource. The plain value order fills a node with the biggest pods until one
+    /// resource runs out and strands the rest (a GPU node full of CPU-bound pods with half
+    /// its memory idle); this order takes the pods shaped like the hole first.
+    fn shaped_order(
+        &self,
+        classes: &[Class],
+        order: &[usize],
+        seed: usize,
+        pool: usize,
+        t: usize,
+    ) -> Vec<usize> {
+        let mut free = self.sched.pools[pool].types[t].free.clone();
+        let s = &classes[seed];
+        let k = s.request.copies_within(&free).min(s.pods.len() as i64);
+        free.add_times(&s.request, -k);
+        let room = |need: i64, have: i64| -> f64 {
+            if need <= 0 {
+                0.0
+            } else if have <= 0 {
+                f64::INFINITY
+            } else {
+                need as f64 / have as f64
+            }
+        };
+        let mut ranked: Vec<(f64, usize)> = order
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != seed && !classes[**c].pods.is_empty())
+            .map(|(i, c)| {
+                let r = &classes[*c].request;
+                let mut share = room(r.cpu, free.cpu)
+                    .max(room(r.memory, free.memory))
+                    .max(room(r.pods, free.pods));
+                for (name, v) in &r.extended {
+                    share = share.max(room(*v, free.get(name)));
+                }
+                let density = if share > 0.0 {
+                    classes[*c].value / share
+                } else {
+                    f64::INFINITY
+                };
+                (density, i)
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        std::iter::once(seed)
+            .chain(ranked.into_iter().map(|(_, i)| order[i]))
+            .collect()
+    }
+
+    /// The better of the plain and the shaped fill of a node of type `t`.
+    fn best_fill(
+        &self,
+        classes: &[Class],
+        order: &[usize],
+        seed: usize,
+        pool: usize,
+        t: usize,
+    ) -> (Fill, bool) {
+        let plain = self.fill(classes, order, seed, pool, t);
+        if !self.shaped_fills {
+            return (plain, false);
+        }
+        let shaped = self.fill(
+            classes,
+            &self.shaped_order(classes, order, seed, pool, t),
+            seed,
+            pool,
+            t,
+        );
+        if shaped.seed_count() > 0 && shaped.efficiency() > plain.efficiency() * (1.0 + 1e-9) {
+            (shaped, true)
+        } else {
+            (plain, false)
+        }
+    }
+
     /// Candidates worth a full fill: the best by their own upper bound on value per dollar
     /// and by how well they hold the seed, plus the cheapest (for small remainders).
     fn shortlist(&self, class: &Class, cands: &[(usize, usize)]) -> Vec<(usize, usize)> {
@@ -441,7 +522,12 @@ impl Solve<'_> {
                     && m.uses < 32
                     && cands.contains(&(m.pool, m.t))
                 {
-                    let f = self.fill(classes, order, seed, m.pool, m.t);
+                    let f = if m.shaped {
+                        let shaped = self.shaped_order(classes, order, seed, m.pool, m.t);
+                        self.fill(classes, &shaped, seed, m.pool, m.t)
+                    } else {
+                        self.fill(classes, order, seed, m.pool, m.t)
+                    };
                     if f.seed_count() > 0 && f.efficiency() >= 0.98 * m.efficiency {
                         m.uses += 1;
                         chosen = Some((m.pool, m.t, f));
@@ -449,8 +535,9 @@ impl Solve<'_> {
                 }
                 if chosen.is_none() {
                     let mut best: Option<(usize, usize, Fill)> = None;
+                    let mut best_shaped = false;
                     for (p, t) in self.shortlist(&classes[seed], &cands) {
-                        let f = self.fill(classes, order, seed, p, t);
+                        let (f, shaped) = self.best_fill(classes, order, seed, p, t);
                         if f.seed_count() == 0 || !f.price.is_finite() {
                             continue;
                         }
@@ -468,6 +555,7 @@ impl Solve<'_> {
                         };
                         if better {
                             best = Some((p, t, f));
+                            best_shaped = shaped;
                         }
                     }
                     if let Some((p, t, f)) = &best {
@@ -476,6 +564,7 @@ impl Solve<'_> {
                             Memo {
                                 pool: *p,
                                 t: *t,
+                                shaped: best_shaped,
                                 efficiency: f.efficiency(),
                                 uses: 0,
                             },
@@ -624,4 +713,124 @@ fn limits_text(limits: &std::collections::BTreeMap<String, i64>) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use karpctl_cloud::{Catalogue, CatalogueOptions, InstanceType};
+
+    use crate::checker::{Input, verify};
+    use crate::{NodePool, Pod, Scheduler, pod};
+
+    fn pool(names: &[&str]) -> NodePool {
+        let cat = Catalogue::shipped(&CatalogueOptions {
+            spot: false,
+            ..CatalogueOptions::default()
+        })
+        .unwrap();
+        if names.is_empty() {
+            return NodePool::new("default", Arc::new(cat.instance_types.clone()));
+        }
+        let types: Vec<InstanceType> = names
+            .iter()
+            .map(|n| cat.get(n).unwrap_or_else(|| panic!("{n}")).clone())
+            .collect();
+        NodePool::new("default", Arc::new(types))
+    }
+
+    /// 40 GPU pods that leave CPU and memory on their nodes, and 400 plain pods of the
+    /// benchmark's mixed sizes, some of which fit that room better than others.
+    fn gpu_and_plain() -> Vec<Pod> {
+        let mut pods = Vec::new();
+        for i in 0..40 {
+            pods.push(
+                pod()
+                    .name(&format!("gpu-{i}"))
+                    .cpu("4")
+                    .memory("16Gi")
+                    .resource("nvidia.com/gpu", "1"),
+            );
+        }
+        let cpus = ["100m", "250m", "500m", "1", "1500m", "2"];
+        let mems = ["128Mi", "256Mi", "512Mi", "1Gi", "2Gi", "4Gi"];
+        // Deterministic xorshift: a fixed, varied mix of the benchmark's sizes.
+        let mut x: u64 = 42;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 6) as usize
+        };
+        for i in 0..400usize {
+            let (c, m) = (next(), next());
+            pods.push(pod().name(&format!("p-{i}")).cpu(cpus[c]).memory(mems[m]));
+        }
+        pods
+    }
+
+    #[test]
+    fn shaped_fills_lower_the_cost_of_gpu_nodes_with_plain_pods() {
+        let pools = vec![pool(&[])];
+        let scheduler = Scheduler::new(pools.clone(), Vec::new(), Vec::new());
+        let pods = gpu_and_plain();
+        let plain = scheduler.solve_with(&pods, false);
+        let shaped = scheduler.solve_with(&pods, true);
+        let chosen = scheduler.solve(&pods);
+        let input = Input {
+            pods: &pods,
+            node_pools: &pools,
+            nodes: &[],
+            daemon_sets: &[],
+        };
+        for r in [&plain, &shaped, &chosen] {
+            assert!(r.unschedulable.is_empty());
+            assert_eq!(verify(&input, r), Vec::<String>::new());
+        }
+        assert!(
+            shaped.total_price() < plain.total_price() - 1e-9,
+            "shaped {} vs plain {}",
+            shaped.total_price(),
+            plain.total_price()
+        );
+        assert!((chosen.total_price() - shaped.total_price()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_chosen_plan_is_never_dearer_than_the_plain_one() {
+        let pools = vec![pool(&[
+            "m5.large",
+            "m5.xlarge",
+            "c5.large",
+            "c5.2xlarge",
+            "r5.large",
+            "r5.xlarge",
+            "t3.small",
+            "t3.medium",
+        ])];
+        let scheduler = Scheduler::new(pools, Vec::new(), Vec::new());
+        let cpus = ["100m", "250m", "500m", "1", "1500m", "2"];
+        let mems = ["128Mi", "256Mi", "512Mi", "1Gi", "2Gi", "4Gi"];
+        for seed in 0..8usize {
+            let pods: Vec<Pod> = (0..60)
+                .map(|i| {
+                    let h = (i * 7 + seed * 13) ^ (i * i + seed);
+                    pod()
+                        .name(&format!("p-{i}"))
+                        .cpu(cpus[h % cpus.len()])
+                        .memory(mems[(h / 6) % mems.len()])
+                })
+                .collect();
+            let plain = scheduler.solve_with(&pods, false);
+            let chosen = scheduler.solve(&pods);
+            assert!(chosen.unschedulable.len() <= plain.unschedulable.len());
+            assert!(
+                chosen.total_price() <= plain.total_price() + 1e-9,
+                "seed {seed}: {} > {}",
+                chosen.total_price(),
+                plain.total_price()
+            );
+        }
+    }
 }

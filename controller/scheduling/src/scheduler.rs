@@ -190,8 +190,25 @@ impl Scheduler {
     }
 
     /// Plan placements for `pods`.
+    ///
+    /// The batch is packed twice, filling each node in the plain value order and then also
+    /// trying an order shaped to the room the node has left ([`crate::packing`]); the plan
+    /// that places more pods, then costs less, then launches fewer nodes, is returned. The
+    /// shaped fills win node by node on value per dollar, which is only a proxy for the
+    /// batch's cost (on some mixes they make the plan dearer), so each plan is judged whole.
     pub fn solve(&self, pods: &[Pod]) -> Results {
+        let plain = self.solve_with(pods, false);
+        let shaped = self.solve_with(pods, true);
+        let key = |r: &Results| (r.unschedulable.len(), r.total_price(), r.node_claims.len());
+        let (a, b) = (key(&plain), key(&shaped));
+        let shaped_better = b.0 < a.0
+            || (b.0 == a.0 && (b.1 < a.1 - 1e-9 || ((b.1 - a.1).abs() <= 1e-9 && b.2 < a.2)));
+        if shaped_better { shaped } else { plain }
+    }
+
+    pub(crate) fn solve_with(&self, pods: &[Pod], shaped_fills: bool) -> Results {
         let mut solve = Solve::new(self, pods);
+        solve.shaped_fills = shaped_fills;
         let mut pending: Vec<(usize, Relax, bool)> = (0..pods.len())
             .map(|i| (i, Relax::default(), false))
             .collect();
@@ -462,6 +479,8 @@ pub(crate) struct Solve<'s> {
     pub compat_cache: HashMap<String, Arc<Compat>>,
     pub failures: Vec<Failure>,
     pub resource_prices: crate::packing::ResourcePrices,
+    /// Whether packing also tries fills shaped to each node's room (see `solve`).
+    pub shaped_fills: bool,
     /// DoNotSchedule spreads seen while pinning: (group, key) → (maxSkew, minDomains,
     /// eligible domains), re-checked once all passes are done.
     pub spreads: HashMap<(u32, String), SpreadRecord>,
@@ -569,6 +588,7 @@ impl<'s> Solve<'s> {
             compat_cache: HashMap::new(),
             failures: Vec::new(),
             resource_prices: Default::default(),
+            shaped_fills: false,
             spreads: HashMap::new(),
             pod_info: vec![None; pods.len()],
         }
