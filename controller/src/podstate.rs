@@ -11,12 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use karpctl_api::labels;
 use kube::ResourceExt;
 
 use crate::events::MetricsSink;
-use crate::state::{self, ClusterState, SharedState};
+use crate::state::{self, ClusterState, PodRecord, SharedState};
 
 /// The label names, in the order [`labels_for`] returns their values.
 pub const LABELS: [&str; 10] = [
@@ -33,11 +33,11 @@ pub const LABELS: [&str; 10] = [
 ];
 
 /// One pod's label values; `node` is the Node it is bound to, if the state has it.
-pub fn labels_for(pod: &Pod, node: Option<&Node>) -> [String; 10] {
-    let namespace = pod.namespace().unwrap_or_default();
+pub fn labels_for(pod: &PodRecord, node: Option<&Node>) -> [String; 10] {
+    let namespace = &pod.namespace;
     let owner = pod
-        .owner_references()
-        .first()
+        .owner
+        .as_ref()
         .map(|o| {
             format!(
                 "/apis/{}/namespaces/{namespace}/{}s/{}",
@@ -47,17 +47,13 @@ pub fn labels_for(pod: &Pod, node: Option<&Node>) -> [String; 10] {
             )
         })
         .unwrap_or_default();
-    let node_name = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .unwrap_or_default();
+    let node_name = pod.node_name.clone().unwrap_or_default();
     let node_label = |key: &str| {
         node.and_then(|n| n.labels().get(key).cloned())
             .unwrap_or_default()
     };
     [
-        pod.name_any(),
+        pod.name.clone(),
         namespace.clone(),
         owner,
         node_name,
@@ -66,10 +62,7 @@ pub fn labels_for(pod: &Pod, node: Option<&Node>) -> [String; 10] {
         node_label(labels::ARCH),
         node_label(labels::CAPACITY_TYPE),
         node_label(labels::INSTANCE_TYPE),
-        pod.status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default(),
+        pod.phase.clone().unwrap_or_default(),
     ]
 }
 
@@ -78,11 +71,7 @@ pub fn series(state: &ClusterState) -> Vec<[String; 10]> {
     state
         .pods()
         .map(|p| {
-            let node = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .and_then(|n| state.node(n));
+            let node = p.node_name.as_deref().and_then(|n| state.node(n));
             labels_for(p, node)
         })
         .collect()
@@ -116,8 +105,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(v: serde_json::Value) -> Pod {
+    fn pod(v: serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
         serde_json::from_value(v).unwrap()
+    }
+
+    fn record(v: serde_json::Value) -> PodRecord {
+        PodRecord::new(pod(v))
     }
 
     fn node() -> Node {
@@ -136,7 +129,7 @@ mod tests {
 
     #[test]
     fn a_bound_pod_carries_its_nodes_facts_and_owner() {
-        let p = pod(json!({
+        let p = record(json!({
             "metadata": {"name": "web-abc-1", "namespace": "shop", "ownerReferences": [{
                 "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-abc", "uid": "u"
             }]},
@@ -164,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_pending_pod_has_only_its_own_facts() {
-        let p = pod(json!({
+        let p = record(json!({
             "metadata": {"name": "lonely", "namespace": "default"},
             "spec": {"containers": []},
             "status": {"phase": "Pending"}

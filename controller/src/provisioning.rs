@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod as KubePod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use karpctl_api::labels;
 use karpctl_api::v1::{
@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::events::{Events, MetricsSink, reasons};
-use crate::state::{self, ClusterState, SharedState, is_active, key_of};
+use crate::state::{self, ClusterState, PodRecord, SharedState, is_active};
 
 /// What the reconcilers are tuned by (the operations layer fills it from the environment).
 #[derive(Clone, Debug)]
@@ -330,18 +330,6 @@ pub fn scheduling_pool(
     })
 }
 
-fn scheduling_pod(pod: &KubePod) -> Result<Pod, String> {
-    let spec = pod.spec.clone().unwrap_or_default();
-    pod_from_spec(
-        pod.metadata.namespace.as_deref().unwrap_or("default"),
-        &pod.name_any(),
-        &pod.labels().clone(),
-        &spec,
-        "spec",
-    )
-    .map_err(|e| e.to_string())
-}
-
 /// A claim not yet initialized still carries startup/unregistered taints that will go away;
 /// the scheduler must see its node as it will be.
 fn in_flight_node(node: &Node, claim: Option<&NodeClaim>, pods: Vec<Pod>) -> Option<ExistingNode> {
@@ -403,36 +391,29 @@ fn in_flight_claim(claim: &NodeClaim, types: &[InstanceType], pods: Vec<Pod>) ->
 
 /// The NodePools a pod pins itself to with `karpenter.sh/nodepool`: its nodeSelector, or
 /// the values of a required node affinity `In` term on that key.
-pub fn pinned_pools(pod: &KubePod) -> BTreeSet<String> {
-    let Some(spec) = pod.spec.as_ref() else {
+pub fn pinned_pools(pod: &PodRecord) -> BTreeSet<String> {
+    let Ok(pod) = &pod.scheduling else {
         return BTreeSet::new();
     };
-    if let Some(pool) = spec
-        .node_selector
-        .as_ref()
-        .and_then(|s| s.get(labels::NODE_POOL))
-    {
+    if let Some(pool) = pod.node_selector.get(labels::NODE_POOL) {
         return BTreeSet::from([pool.clone()]);
     }
-    spec.affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .into_iter()
-        .flat_map(|r| &r.node_selector_terms)
-        .flat_map(|t| t.match_expressions.iter().flatten())
-        .filter(|e| e.key == labels::NODE_POOL && e.operator == "In")
-        .flat_map(|e| e.values.iter().flatten().cloned())
+    pod.required_terms
+        .iter()
+        .filter_map(|t| t.get(labels::NODE_POOL))
+        .filter(|r| r.operator() == karpctl_scheduling::Operator::In)
+        .flat_map(|r| r.values().map(str::to_owned))
         .collect()
 }
 
 /// Why a pod that fits nothing could not get capacity, when it is pinned to NodePools that
 /// exist but were left out of the batch because their EC2NodeClass is not usable: the
 /// scheduler only saw the other pools, so its own reason would not name the problem.
-fn unready_pool_reason(pod: &KubePod, state: &ClusterState, pools: &[ReadyPool]) -> Option<String> {
+fn unready_pool_reason(
+    pod: &PodRecord,
+    state: &ClusterState,
+    pools: &[ReadyPool],
+) -> Option<String> {
     let pinned = pinned_pools(pod);
     if pinned.is_empty() || pools.iter().any(|p| pinned.contains(&p.pool.name_any())) {
         return None;
@@ -452,16 +433,16 @@ fn unready_pool_reason(pod: &KubePod, state: &ClusterState, pools: &[ReadyPool])
 /// there or coming, which pods fit nothing and why.
 pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
     let mut out = Plan::default();
-    let pending: Vec<&KubePod> = state.provisionable_pods(now);
+    let pending: Vec<&PodRecord> = state.provisionable_pods(now);
     let mut pods = Vec::new();
     let mut keys = Vec::new();
     for p in pending {
-        match scheduling_pod(p) {
+        match &p.scheduling {
             Ok(sp) => {
-                pods.push(sp);
-                keys.push(key_of(p));
+                pods.push(sp.clone());
+                keys.push(p.key());
             }
-            Err(e) => out.unschedulable.push((key_of(p), e)),
+            Err(e) => out.unschedulable.push((p.key(), e.clone())),
         }
     }
     out.pods = keys.len() + out.unschedulable.len();
@@ -478,7 +459,7 @@ pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
             .iter()
             .filter_map(|k| state.pod(k))
             .filter(|p| state::is_provisionable(p))
-            .filter_map(|p| scheduling_pod(p).ok())
+            .filter_map(|p| p.scheduling.as_ref().ok().cloned())
             .collect()
     };
     let mut existing = Vec::new();
@@ -498,7 +479,7 @@ pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
             .pods_on_node(&node.name_any())
             .into_iter()
             .filter(|p| is_active(p))
-            .filter_map(|p| scheduling_pod(p).ok())
+            .filter_map(|p| p.scheduling.as_ref().ok().cloned())
             .collect();
         if let Some(c) = claim {
             bound.extend(nominated_pods(&c.name_any()));
@@ -757,8 +738,11 @@ impl<C: CloudProvider> Provisioner<C> {
             );
         }
         let until = Instant::now() + self.settings.nomination_ttl;
+        // Events wait until every claim is created: each is an API call, and a claim's
+        // launch (and so the pending pod -> CreateFleet latency) starts only once it exists.
+        let mut nominated = Vec::new();
         for (target, pod_keys) in &decided.nominations {
-            self.nominate(target, pod_keys, until).await;
+            nominated.extend(self.nominate(target, pod_keys, until));
         }
         let api: Api<NodeClaim> = Api::all(self.client.clone());
         for (claim, pod_keys) in decided.node_claims {
@@ -780,15 +764,26 @@ impl<C: CloudProvider> Provisioner<C> {
                     );
                     self.metrics.node_claim_created(&pool, "provisioning");
                     state::write(&self.state).apply(created);
-                    self.nominate(&name, &pod_keys, until).await;
+                    nominated.extend(self.nominate(&name, &pod_keys, until));
                 }
                 Err(e) => {
                     tracing::error!(controller = "provisioner", NodePool = %pool, error = %e, "creating nodeclaim failed");
                 }
             }
         }
+        for (pod, target) in nominated {
+            self.events
+                .normal(
+                    &pod,
+                    reasons::NOMINATED,
+                    format!("Pod should schedule on: nodeclaim/{target}"),
+                )
+                .await;
+        }
         for (pod_key, reason) in decided.unschedulable {
-            let pod = state::read(&self.state).pod(&pod_key).cloned();
+            let pod = state::read(&self.state)
+                .pod(&pod_key)
+                .map(PodRecord::event_target);
             if let Some(pod) = pod {
                 tracing::info!(controller = "provisioner", Pod = %pod_key, reason, "could not schedule pod");
                 self.events
@@ -803,23 +798,21 @@ impl<C: CloudProvider> Provisioner<C> {
         Ok(())
     }
 
-    async fn nominate(&self, target: &str, pod_keys: &[String], until: Instant) {
-        for key in pod_keys {
-            let pod = {
-                let mut s = state::write(&self.state);
+    /// Record in the state that `pod_keys` will land on `target`; returns the pods to tell.
+    fn nominate(
+        &self,
+        target: &str,
+        pod_keys: &[String],
+        until: Instant,
+    ) -> Vec<(k8s_openapi::api::core::v1::Pod, String)> {
+        let mut s = state::write(&self.state);
+        pod_keys
+            .iter()
+            .filter_map(|key| {
                 s.nominate(key, target, until);
-                s.pod(key).cloned()
-            };
-            if let Some(pod) = pod {
-                self.events
-                    .normal(
-                        &pod,
-                        reasons::NOMINATED,
-                        format!("Pod should schedule on: nodeclaim/{target}"),
-                    )
-                    .await;
-            }
-        }
+                s.pod(key).map(|p| (p.event_target(), target.to_owned()))
+            })
+            .collect()
     }
 
     /// Trigger batches when new provisionable pods appear (and every `retry` while some
@@ -839,7 +832,7 @@ impl<C: CloudProvider> Provisioner<C> {
                     let s = state::read(&me.state);
                     s.provisionable_pods(Instant::now())
                         .iter()
-                        .map(|p| key_of(*p))
+                        .map(|p| p.key())
                         .collect()
                 };
                 let new = pending.iter().any(|k| !seen.contains(k));

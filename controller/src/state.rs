@@ -13,7 +13,9 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use karpctl_api::v1::{EC2NodeClass, NodeClaim, NodePool};
+use karpctl_scheduling::Pod as SchedulingPod;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -64,13 +66,22 @@ pub fn key_of<K: Resource>(obj: &K) -> String {
 /// An object kind the state stores.
 pub trait Tracked: Resource + Clone + Sized {
     const KIND: Kind;
-    fn map(state: &mut ClusterState) -> &mut BTreeMap<String, Self>;
+    /// What the state keeps of one object: the object [`trim`]med, or for pods a
+    /// [`PodRecord`].
+    type Stored: 'static;
+    fn store(self) -> Self::Stored;
+    fn map(state: &mut ClusterState) -> &mut BTreeMap<String, Self::Stored>;
 }
 
 macro_rules! tracked {
     ($ty:ty, $kind:ident, $field:ident) => {
         impl Tracked for $ty {
             const KIND: Kind = Kind::$kind;
+            type Stored = $ty;
+            fn store(mut self) -> Self {
+                trim(&mut self);
+                self
+            }
             fn map(state: &mut ClusterState) -> &mut BTreeMap<String, Self> {
                 &mut state.$field
             }
@@ -78,7 +89,102 @@ macro_rules! tracked {
     };
 }
 
-tracked!(Pod, Pod, pods);
+impl Tracked for Pod {
+    const KIND: Kind = Kind::Pod;
+    type Stored = PodRecord;
+    fn store(self) -> PodRecord {
+        PodRecord::new(self)
+    }
+    fn map(state: &mut ClusterState) -> &mut BTreeMap<String, PodRecord> {
+        &mut state.pods
+    }
+}
+
+/// What the state keeps of a pod: the few facts the reconcilers read, and the scheduler's
+/// own view of the pod computed once when the pod changes rather than on every batch.
+///
+/// Pods are most of a cluster's objects, and a `k8s_openapi` `Pod` is wide: `PodSpec`,
+/// `Container` and `PodStatus` hold dozens of optional fields inline, several KB per pod
+/// even after trimming. A record is a fraction of that, which is what keeps the state of a
+/// cluster with 10,000 pods in a few tens of MB (docs/benchmarks.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodRecord {
+    pub namespace: String,
+    pub name: String,
+    /// For events about the pod.
+    pub uid: Option<String>,
+    pub node_name: Option<String>,
+    pub phase: Option<String>,
+    /// It has a deletion timestamp.
+    pub deleting: bool,
+    /// The first owner reference (`karpenter_pods_state`'s `owner` label).
+    pub owner: Option<OwnerReference>,
+    /// A DaemonSet controls it: it follows nodes, it does not ask for them.
+    pub daemon_set: bool,
+    /// `PodScheduled=False` with reason `Unschedulable`: the scheduler found no node.
+    pub unschedulable: bool,
+    /// The pod as the scheduling core sees it (requests, selectors, affinity, tolerations,
+    /// spread, host ports, labels), or why its spec cannot be read.
+    pub scheduling: Result<SchedulingPod, String>,
+}
+
+impl PodRecord {
+    pub fn new(pod: Pod) -> Self {
+        let Pod {
+            metadata,
+            spec,
+            status,
+        } = pod;
+        let namespace = metadata.namespace.unwrap_or_else(|| "default".to_owned());
+        let name = metadata.name.unwrap_or_default();
+        let spec = spec.unwrap_or_default();
+        let labels = metadata.labels.unwrap_or_default();
+        let scheduling = karpctl_scheduling::kubernetes::pod_from_spec(
+            &namespace, &name, &labels, &spec, "spec",
+        )
+        .map_err(|e| e.to_string());
+        let owners = metadata.owner_references.unwrap_or_default();
+        let daemon_set = owners
+            .iter()
+            .any(|o| o.kind == "DaemonSet" && o.controller == Some(true));
+        let status = status.unwrap_or_default();
+        let unschedulable = status.conditions.iter().flatten().any(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        });
+        PodRecord {
+            namespace,
+            name,
+            uid: metadata.uid,
+            node_name: spec.node_name,
+            phase: status.phase,
+            deleting: metadata.deletion_timestamp.is_some(),
+            owner: owners.into_iter().next(),
+            daemon_set,
+            unschedulable,
+            scheduling,
+        }
+    }
+
+    /// `namespace/name`, the state's key.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// A pod carrying only the identity events need (`involvedObject`).
+    pub fn event_target(&self) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                namespace: Some(self.namespace.clone()),
+                name: Some(self.name.clone()),
+                uid: self.uid.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
 tracked!(Node, Node, nodes);
 tracked!(NodeClaim, NodeClaim, node_claims);
 tracked!(NodePool, NodePool, node_pools);
@@ -88,7 +194,7 @@ tracked!(PodDisruptionBudget, PodDisruptionBudget, pdbs);
 
 #[derive(Default, Debug)]
 pub struct ClusterState {
-    pods: BTreeMap<String, Pod>,
+    pods: BTreeMap<String, PodRecord>,
     nodes: BTreeMap<String, Node>,
     node_claims: BTreeMap<String, NodeClaim>,
     node_pools: BTreeMap<String, NodePool>,
@@ -105,10 +211,6 @@ pub struct ClusterState {
     synced: BTreeSet<Kind>,
 }
 
-fn pod_node(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
-}
-
 fn node_provider_id(node: &Node) -> Option<&str> {
     node.spec.as_ref().and_then(|s| s.provider_id.as_deref())
 }
@@ -122,13 +224,16 @@ impl ClusterState {
         Self::default()
     }
 
-    /// Add or replace one object (stored [`trim`]med).
-    pub fn apply<K: Tracked + 'static>(&mut self, mut obj: K) {
-        trim(&mut obj);
+    /// Add or replace one object (stored as [`Tracked::store`] keeps it).
+    pub fn apply<K: Tracked + 'static>(&mut self, obj: K) {
         let key = key_of(&obj);
+        self.insert::<K>(key, obj.store());
+    }
+
+    fn insert<K: Tracked + 'static>(&mut self, key: String, stored: K::Stored) {
         self.unindex::<K>(&key);
-        self.index(&key, &obj);
-        K::map(self).insert(key, obj);
+        self.index::<K>(&key, &stored);
+        K::map(self).insert(key, stored);
     }
 
     pub fn delete<K: Tracked + 'static>(&mut self, obj: &K) {
@@ -147,21 +252,27 @@ impl ClusterState {
 
     /// Replace every object of one kind (a watch's initial list) and mark it synced.
     pub fn replace<K: Tracked + 'static>(&mut self, objs: Vec<K>) {
+        self.replace_stored::<K>(objs.into_iter().map(|o| (key_of(&o), o.store())).collect());
+    }
+
+    /// [`Self::replace`] with objects already stored (the watch stores each page as it
+    /// arrives).
+    pub fn replace_stored<K: Tracked + 'static>(&mut self, objs: Vec<(String, K::Stored)>) {
         let old: Vec<String> = K::map(self).keys().cloned().collect();
         for key in old {
             self.unindex::<K>(&key);
         }
         K::map(self).clear();
-        for obj in objs {
-            self.apply(obj);
+        for (key, stored) in objs {
+            self.insert::<K>(key, stored);
         }
         self.synced.insert(K::KIND);
     }
 
-    fn index<K: Tracked + 'static>(&mut self, key: &str, obj: &K) {
+    fn index<K: Tracked + 'static>(&mut self, key: &str, obj: &K::Stored) {
         let any: &dyn std::any::Any = obj;
-        if let Some(pod) = any.downcast_ref::<Pod>() {
-            if let Some(node) = pod_node(pod) {
+        if let Some(pod) = any.downcast_ref::<PodRecord>() {
+            if let Some(node) = &pod.node_name {
                 self.pods_by_node
                     .entry(node.to_owned())
                     .or_default()
@@ -183,7 +294,7 @@ impl ClusterState {
     fn unindex<K: Tracked + 'static>(&mut self, key: &str) {
         match K::KIND {
             Kind::Pod => {
-                if let Some(node) = self.pods.get(key).and_then(pod_node).map(str::to_owned)
+                if let Some(node) = self.pods.get(key).and_then(|p| p.node_name.clone())
                     && let Some(set) = self.pods_by_node.get_mut(&node)
                 {
                     set.remove(key);
@@ -217,11 +328,11 @@ impl ClusterState {
         self.synced.insert(kind);
     }
 
-    pub fn pods(&self) -> impl Iterator<Item = &Pod> {
+    pub fn pods(&self) -> impl Iterator<Item = &PodRecord> {
         self.pods.values()
     }
 
-    pub fn pod(&self, key: &str) -> Option<&Pod> {
+    pub fn pod(&self, key: &str) -> Option<&PodRecord> {
         self.pods.get(key)
     }
 
@@ -266,7 +377,7 @@ impl ClusterState {
     }
 
     /// Pods bound to `node`, terminal ones included (callers filter).
-    pub fn pods_on_node(&self, node: &str) -> Vec<&Pod> {
+    pub fn pods_on_node(&self, node: &str) -> Vec<&PodRecord> {
         self.pods_by_node
             .get(node)
             .into_iter()
@@ -330,7 +441,7 @@ impl ClusterState {
 
     /// Pods the provisioner should plan capacity for: unschedulable, and not already
     /// nominated to capacity that is on its way.
-    pub fn provisionable_pods(&self, now: Instant) -> Vec<&Pod> {
+    pub fn provisionable_pods(&self, now: Instant) -> Vec<&PodRecord> {
         self.pods
             .iter()
             .filter(|(key, pod)| is_provisionable(pod) && self.nomination(key, now).is_none())
@@ -343,32 +454,20 @@ impl ClusterState {
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drop what no reconciler reads before an object is stored, so the state of a big cluster
-/// stays small: every object's `managedFields` and kubectl's last-applied copy, and for pods
-/// (the bulk of a cluster) and DaemonSet pod templates the container details only a kubelet
-/// needs (env, commands, probes, mounts, security contexts, statuses). What scheduling
-/// (`pod_from_spec`: resources, init containers and their restart policy, overhead, node
-/// selectors, affinity, tolerations, topology spread, host ports, PVC volumes), events
-/// (name, namespace, uid, resourceVersion), `karpenter_pods_state` (owner, node, phase) and
-/// provisioning (conditions, phase, deletion) read is kept.
-pub fn trim<K: Tracked + 'static>(obj: &mut K) {
+/// stays small: every object's `managedFields` and kubectl's last-applied copy, node image
+/// lists, and in DaemonSet pod templates the container details only a kubelet needs (env,
+/// commands, probes, mounts, security contexts). What scheduling (`pod_from_spec`:
+/// resources, init containers and their restart policy, overhead, node selectors, affinity,
+/// tolerations, topology spread, host ports, PVC volumes) reads is kept. Pods are not
+/// trimmed but reduced to a [`PodRecord`].
+pub fn trim<K: Resource + 'static>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
     }
     let any: &mut dyn std::any::Any = obj;
-    if let Some(pod) = any.downcast_mut::<Pod>() {
-        if let Some(spec) = pod.spec.as_mut() {
-            trim_pod_spec(spec);
-        }
-        if let Some(status) = pod.status.as_mut() {
-            status.container_statuses = None;
-            status.init_container_statuses = None;
-            status.ephemeral_container_statuses = None;
-            status.resource_claim_statuses = None;
-            status.message = None;
-        }
-    } else if let Some(node) = any.downcast_mut::<Node>() {
+    if let Some(node) = any.downcast_mut::<Node>() {
         if let Some(status) = node.status.as_mut() {
             status.images = None;
             status.volumes_attached = None;
@@ -430,38 +529,17 @@ fn trim_pod_spec(spec: &mut PodSpec) {
 
 /// `PodScheduled=False` with reason `Unschedulable`, not bound, not terminal, not being
 /// deleted, and not a DaemonSet's pod (those follow nodes, they do not ask for them).
-pub fn is_provisionable(pod: &Pod) -> bool {
-    if pod.metadata.deletion_timestamp.is_some() || pod_node(pod).is_some() {
-        return false;
-    }
-    if pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.kind == "DaemonSet" && o.controller == Some(true))
-    {
-        return false;
-    }
-    let Some(status) = &pod.status else {
-        return false;
-    };
-    if matches!(status.phase.as_deref(), Some("Succeeded") | Some("Failed")) {
-        return false;
-    }
-    status.conditions.iter().flatten().any(|c| {
-        c.type_ == "PodScheduled"
-            && c.status == "False"
-            && c.reason.as_deref() == Some("Unschedulable")
-    })
+pub fn is_provisionable(pod: &PodRecord) -> bool {
+    !pod.deleting
+        && pod.node_name.is_none()
+        && !pod.daemon_set
+        && is_active(pod)
+        && pod.unschedulable
 }
 
 /// Whether a pod still uses its node's resources.
-pub fn is_active(pod: &Pod) -> bool {
-    !matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded") | Some("Failed")
-    )
+pub fn is_active(pod: &PodRecord) -> bool {
+    !matches!(pod.phase.as_deref(), Some("Succeeded") | Some("Failed"))
 }
 
 /// The state shared by the watches and the reconcilers. Never held across an `.await`.
@@ -495,24 +573,24 @@ pub async fn watch(client: Client, state: SharedState, changes: Arc<Changes>) {
 async fn feed<K>(api: Api<K>, state: &SharedState, changes: &Changes)
 where
     K: Tracked + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::Stored: Send,
     K::DynamicType: Default,
 {
     use kube::runtime::WatchStreamExt;
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut initial: Vec<K> = Vec::new();
+    let mut initial: Vec<(String, K::Stored)> = Vec::new();
     while let Some(event) = stream.next().await {
         match event {
             Ok(watcher::Event::Init) => initial.clear(),
-            // Trimmed as each page arrives, so a big cluster's first list never sits in
-            // memory whole and untrimmed.
-            Ok(watcher::Event::InitApply(mut obj)) => {
-                trim(&mut obj);
-                initial.push(obj);
+            // Stored as each page arrives, so a big cluster's first list never sits in
+            // memory whole as API objects.
+            Ok(watcher::Event::InitApply(obj)) => {
+                initial.push((key_of(&obj), obj.store()));
             }
             Ok(watcher::Event::InitDone) => {
-                write(state).replace(std::mem::take(&mut initial));
+                write(state).replace_stored::<K>(std::mem::take(&mut initial));
                 tracing::debug!(kind = ?K::KIND, "cluster state synced");
             }
             Ok(watcher::Event::Apply(obj)) => write(state).apply(obj),
@@ -530,7 +608,7 @@ where
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{NodeSpec, PodCondition, PodSpec, PodStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn pending(ns: &str, name: &str) -> Pod {
         Pod {
@@ -662,7 +740,7 @@ mod tests {
         let names: Vec<String> = s
             .provisionable_pods(now)
             .iter()
-            .map(|p| p.name_any())
+            .map(|p| p.name.clone())
             .collect();
         assert_eq!(names, vec!["wants-capacity"]);
         // Once the nomination expires the pod is planned again.
@@ -672,7 +750,7 @@ mod tests {
     }
 
     #[test]
-    fn stored_pods_drop_managed_fields_env_and_probes_but_schedule_the_same() {
+    fn a_stored_pod_keeps_what_the_reconcilers_read_and_schedules_the_same() {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {
                 "namespace": "a", "name": "web", "uid": "u1", "resourceVersion": "7",
@@ -714,35 +792,91 @@ mod tests {
         let mut s = ClusterState::new();
         s.apply(pod.clone());
         let stored = s.pod("a/web").unwrap();
-        assert!(stored.metadata.managed_fields.is_none());
-        assert_eq!(
-            stored.annotations().keys().collect::<Vec<_>>(),
-            vec!["karpenter.sh/do-not-disrupt"]
-        );
-        assert_eq!(stored.owner_references().len(), 1);
-        assert_eq!(stored.resource_version().as_deref(), Some("7"));
-        let spec = stored.spec.as_ref().unwrap();
-        let app = &spec.containers[0];
-        assert!(app.env.is_none() && app.command.is_none() && app.readiness_probe.is_none());
-        assert_eq!(app.ports.as_ref().map(Vec::len), Some(1), "only host ports");
-        assert_eq!(
-            spec.volumes.as_ref().unwrap()[0].name,
-            "data",
-            "only claims are kept"
-        );
-        assert!(stored.status.as_ref().unwrap().container_statuses.is_none());
+        assert_eq!(stored.key(), "a/web");
+        assert_eq!(stored.uid.as_deref(), Some("u1"));
+        assert_eq!(stored.phase.as_deref(), Some("Pending"));
+        assert_eq!(stored.owner.as_ref().map(|o| o.name.as_str()), Some("web-1"));
+        assert!(!stored.daemon_set && !stored.deleting && stored.unschedulable);
         assert!(is_provisionable(stored));
-        let scheduled = |p: &Pod| {
+        let full = karpctl_scheduling::kubernetes::pod_from_spec(
+            "a",
+            "web",
+            pod.metadata.labels.as_ref().unwrap(),
+            pod.spec.as_ref().unwrap(),
+            "spec",
+        )
+        .unwrap();
+        assert_eq!(stored.scheduling.as_ref(), Ok(&full));
+        let target = stored.event_target();
+        assert_eq!(
+            (target.name_any(), target.namespace(), target.uid()),
+            ("web".to_owned(), Some("a".to_owned()), Some("u1".to_owned()))
+        );
+
+        // Binding moves it out of the provisionable set; a spec the scheduler cannot read
+        // is kept with the reason.
+        let mut running = pod.clone();
+        running.spec.as_mut().unwrap().node_name = Some("n1".into());
+        s.apply(running);
+        assert!(!is_provisionable(s.pod("a/web").unwrap()));
+        assert_eq!(s.pods_on_node("n1").len(), 1);
+        let mut broken = pod;
+        broken.spec.as_mut().unwrap().containers[0]
+            .resources
+            .as_mut()
+            .unwrap()
+            .requests
+            .as_mut()
+            .unwrap()
+            .insert("cpu".into(), Quantity("lots".into()));
+        s.apply(broken);
+        let err = s.pod("a/web").unwrap().scheduling.clone().unwrap_err();
+        assert!(err.contains("\"lots\""), "{err}");
+    }
+
+    #[test]
+    fn trimmed_daemon_set_templates_schedule_the_same() {
+        let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "kube-system", "name": "agent",
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {
+                        "tolerations": [{"operator": "Exists"}],
+                        "containers": [{
+                            "name": "agent", "image": "agent:1",
+                            "env": [{"name": "A", "value": "b"}],
+                            "ports": [{"containerPort": 9100, "hostPort": 9100}, {"containerPort": 8080}],
+                            "livenessProbe": {"httpGet": {"path": "/", "port": 8080}},
+                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}
+                        }]
+                    }
+                }
+            }
+        }))
+        .unwrap();
+        let mut s = ClusterState::new();
+        s.apply(ds.clone());
+        let stored = s.daemon_sets().next().unwrap();
+        assert!(stored.metadata.managed_fields.is_none());
+        let spec = stored.spec.template.spec.as_ref().unwrap();
+        let agent = &spec.containers[0];
+        assert!(agent.env.is_none() && agent.liveness_probe.is_none());
+        assert_eq!(agent.ports.as_ref().map(Vec::len), Some(1), "only host ports");
+        let scheduled = |d: &DaemonSet| {
+            let t = &d.spec.template;
             karpctl_scheduling::kubernetes::pod_from_spec(
-                "a",
-                "web",
-                p.metadata.labels.as_ref().unwrap(),
-                p.spec.as_ref().unwrap(),
-                "spec",
+                "kube-system",
+                "agent",
+                t.metadata.as_ref().unwrap().labels.as_ref().unwrap(),
+                t.spec.as_ref().unwrap(),
+                "spec.template.spec",
             )
             .unwrap()
         };
-        assert_eq!(scheduled(stored), scheduled(&pod));
+        assert_eq!(scheduled(stored), scheduled(&ds));
     }
 
     #[test]
