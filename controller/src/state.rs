@@ -128,6 +128,24 @@ pub struct PodRecord {
     pub scheduling: Result<SchedulingPod, String>,
 }
 
+/// A bound pod's scheduling view cut to what constrains *other* pods: its requests (node
+/// usage), labels (other pods' spread and affinity count it), required anti-affinity
+/// (symmetric: it keeps matching pods off its domain) and host ports. Its own node selector,
+/// node affinity, tolerations, topology spread and pod affinity only decided where it went,
+/// and it is already there; a bound pod is most of a cluster, so this is most of the state.
+/// (Moving bound pods, as consolidation does, needs their full constraints: read them from
+/// the API server when it comes to that.)
+fn keep_what_binds_others(pod: &mut SchedulingPod) {
+    pod.node_selector = BTreeMap::new();
+    pod.required_terms = Vec::new();
+    pod.preferred_terms = Vec::new();
+    pod.tolerations = Vec::new();
+    pod.topology_spread = Vec::new();
+    pod.affinity = Vec::new();
+    pod.preferred_affinity = Vec::new();
+    pod.preferred_anti_affinity = Vec::new();
+}
+
 impl PodRecord {
     pub fn new(pod: Pod) -> Self {
         let Pod {
@@ -139,10 +157,15 @@ impl PodRecord {
         let name = metadata.name.unwrap_or_default();
         let spec = spec.unwrap_or_default();
         let labels = metadata.labels.unwrap_or_default();
-        let scheduling = karpctl_scheduling::kubernetes::pod_from_spec(
+        let mut scheduling = karpctl_scheduling::kubernetes::pod_from_spec(
             &namespace, &name, &labels, &spec, "spec",
         )
         .map_err(|e| e.to_string());
+        if spec.node_name.is_some()
+            && let Ok(placed) = &mut scheduling
+        {
+            keep_what_binds_others(placed);
+        }
         let owners = metadata.owner_references.unwrap_or_default();
         let daemon_set = owners
             .iter()
@@ -818,8 +841,17 @@ mod tests {
         let mut running = pod.clone();
         running.spec.as_mut().unwrap().node_name = Some("n1".into());
         s.apply(running);
-        assert!(!is_provisionable(s.pod("a/web").unwrap()));
+        let placed = s.pod("a/web").unwrap();
+        assert!(!is_provisionable(placed));
         assert_eq!(s.pods_on_node("n1").len(), 1);
+        // Bound, it keeps only what constrains other pods.
+        let view = placed.scheduling.as_ref().unwrap();
+        assert_eq!(
+            (&view.requests, &view.labels, &view.anti_affinity, &view.host_ports),
+            (&full.requests, &full.labels, &full.anti_affinity, &full.host_ports)
+        );
+        assert!(view.tolerations.is_empty() && view.topology_spread.is_empty());
+        assert!(view.node_selector.is_empty() && view.required_terms.is_empty());
         let mut broken = pod;
         broken.spec.as_mut().unwrap().containers[0]
             .resources
