@@ -240,6 +240,7 @@ fn maximize_with_duals(
     let n = c.len();
     let m = a.len();
     let width = n + m + 1;
+    *work += (m + 1) * width / 1000 + 1;
     let mut tab = vec![0.0f64; (m + 1) * width];
     for i in 0..m {
         tab[i * width..i * width + n].copy_from_slice(&a[i]);
@@ -355,6 +356,19 @@ pub struct Bound {
     /// Per class: the marginal cost of one pod (scaled to be dual feasible).
     pub duals: Vec<f64>,
     pub kind: BoundKind,
+    /// The final master LP's solution, a near-optimal fractional plan the packer can round:
+    /// nodes of a type holding so many pods of each class. Whole numbers of pods after
+    /// the integer phase; the fractional phase's packings may hold fractions.
+    pub packings: Vec<Packing>,
+}
+
+/// One packing the LP buys: `nodes` (fractional) nodes of `types[type_index]`, each
+/// holding `pods[c]` pods of class `c`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Packing {
+    pub type_index: usize,
+    pub pods: Vec<f64>,
+    pub nodes: f64,
 }
 
 /// Work [`integer_configuration_bound`] may do in all, by default (knapsack nodes plus
@@ -420,6 +434,7 @@ fn column_generation(
             value: 0.0,
             duals: Vec::new(),
             kind: BoundKind::Fractional,
+            packings: Vec::new(),
         });
     }
     // Drop types dominated by a cheaper-or-equal type with at least as much of everything.
@@ -428,6 +443,7 @@ fn column_generation(
         .collect();
     order.sort_by(|a, b| types[*a].price.total_cmp(&types[*b].price));
     let mut kept: Vec<&NodeType> = Vec::new();
+    let mut kept_index: Vec<usize> = Vec::new();
     for &t in &order {
         let c = &types[t];
         if !kept.iter().any(|o| {
@@ -437,6 +453,7 @@ fn column_generation(
                 .all(|(a, b)| a >= b)
         }) {
             kept.push(c);
+            kept_index.push(t);
         }
     }
     let fits = |t: &NodeType, c: &PodClass| -> f64 {
@@ -457,6 +474,8 @@ fn column_generation(
         .collect();
     let demand: Vec<f64> = classes.iter().map(|c| c.count).collect();
     let mut columns: Vec<Column> = Vec::new();
+    // The type (index into `types`) of each column.
+    let mut column_type: Vec<usize> = Vec::new();
     for (ci, _) in classes.iter().enumerate() {
         let best = (0..kept.len())
             .filter(|t| caps[*t][ci] >= 1.0)
@@ -469,6 +488,7 @@ fn column_generation(
             price: kept[best].price,
             supply,
         });
+        column_type.push(kept_index[best]);
     }
     let mut best_bound: f64 = 0.0;
     let mut duals = vec![0.0; g];
@@ -489,7 +509,13 @@ fn column_generation(
                     *s = (*s + 1e-9).floor();
                 }
             }
-            columns.retain(|c| c.supply.iter().any(|s| *s > 0.0));
+            let (kept_columns, kept_types): (Vec<Column>, Vec<usize>) = columns
+                .drain(..)
+                .zip(column_type.drain(..))
+                .filter(|(c, _)| c.supply.iter().any(|s| *s > 0.0))
+                .unzip();
+            columns = kept_columns;
+            column_type = kept_types;
         }
         let mut exhausted = false;
         let mut converged = false;
@@ -521,9 +547,16 @@ fn column_generation(
             let total: f64 = y.iter().zip(&demand).map(|(a, b)| a * b).sum();
             // Pricing: the most valuable fractional packing of each type at prices y.
             let mut worst_ratio: f64 = 1.0;
-            let mut new_columns: Vec<(f64, Column)> = Vec::new();
+            let mut new_columns: Vec<(f64, Column, usize)> = Vec::new();
             let mut relaxed: Vec<(f64, usize, Vec<usize>, Vec<f64>)> = Vec::new();
+            let mut aborted = false;
             for (t, nt) in kept.iter().enumerate() {
+                if pricing.integer && spent >= pricing.work {
+                    // Out of work before every type is priced: no valid figure from this
+                    // iteration.
+                    aborted = true;
+                    break;
+                }
                 let vars: Vec<usize> = (0..g)
                     .filter(|c| y[*c] > 1e-12 && caps[t][*c] >= 1.0)
                     .collect();
@@ -567,8 +600,12 @@ fn column_generation(
                             price: nt.price,
                             supply,
                         },
+                        kept_index[t],
                     ));
                 }
+            }
+            if aborted {
+                break;
             }
             if integer {
                 // Every type's integer optimum is at most its LP optimum, so once the next
@@ -614,6 +651,7 @@ fn column_generation(
                                 price: nt.price,
                                 supply,
                             },
+                            kept_index[t],
                         ));
                     }
                 }
@@ -637,16 +675,36 @@ fn column_generation(
                 break;
             }
             new_columns.sort_by(|a, b| b.0.total_cmp(&a.0));
-            columns.extend(new_columns.into_iter().take(25).map(|(_, c)| c));
+            for (_, c, t) in new_columns.into_iter().take(25) {
+                columns.push(c);
+                column_type.push(t);
+            }
         }
         if integer && converged && kind == BoundKind::WholePackingsBudgeted {
             kind = BoundKind::WholePackings;
         }
     }
+    // The last master's solution: how many nodes of each packing the LP buys.
+    let packings = cover(&columns, &demand)
+        .map(|master| {
+            columns
+                .iter()
+                .zip(&column_type)
+                .zip(&master.amounts)
+                .filter(|(_, x)| **x > 1e-9)
+                .map(|((c, t), x)| Packing {
+                    type_index: *t,
+                    pods: c.supply.clone(),
+                    nodes: *x,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Some(Bound {
         value: best_bound,
         duals,
         kind,
+        packings,
     })
 }
 
@@ -851,6 +909,7 @@ mod configuration_tests {
             value: whole,
             duals,
             kind,
+            ..
         } = integer_configuration_bound(&types, &classes, 20, DEFAULT_WORK_BUDGET).unwrap();
         assert_eq!(kind, BoundKind::WholePackings);
         assert!((fractional - 2.0).abs() < 1e-6, "{fractional}");

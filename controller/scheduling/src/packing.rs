@@ -19,7 +19,9 @@ use std::sync::Arc;
 use karpctl_cloud::Resources;
 use karpctl_cloud::labels;
 
-use crate::lowerbound::{Column, NodeType, PodClass, configuration_bound, cover};
+use crate::lowerbound::{
+    Column, NodeType, PodClass, configuration_bound, cover, integer_configuration_bound,
+};
 use crate::requirements::Requirements;
 use crate::scheduler::{Bin, BinKind, Class, Solve, price_under};
 
@@ -51,6 +53,18 @@ impl ResourcePrices {
         // A tiny size term so zero-priced resources still prefer packing more.
         priced + 1e-6 * (scaled(r, "cpu") + scaled(r, "memory"))
     }
+}
+
+/// Work budget of the whole-packing LP whose solution [`Solve::round_lp`] rounds (about a
+/// second at most).
+const LP_WORK: usize = 5_000_000;
+
+/// A packing the batch's configuration LP buys, for [`Solve::round_lp`]: a (pool, type),
+/// how many pods of each shape one node holds, and how many nodes (fractional).
+pub(crate) struct LpPacking {
+    pub pool_type: (usize, usize),
+    pub per_shape: Vec<f64>,
+    pub nodes: f64,
 }
 
 struct Fill {
@@ -155,7 +169,9 @@ impl Solve<'_> {
     /// configuration LP (what a pod of each shape costs when nodes hold mixes that fit),
     /// which, unlike per-resource prices, never count CPU a pod could not use on a type
     /// too small for it.
-    fn value_by_packings(&self, classes: &mut [Class]) {
+    fn value_by_packings(&mut self, classes: &mut [Class]) {
+        self.lp_packings.clear();
+        self.lp_shapes.clear();
         const MAX_SHAPES: usize = 80;
         let dims = self.resource_prices.dims.clone();
         let mut shapes: HashMap<(Vec<i64>, u32), usize> = HashMap::new();
@@ -187,6 +203,7 @@ impl Solve<'_> {
             shape_of.push(i);
         }
         let mut types = Vec::new();
+        let mut type_of: Vec<(usize, usize)> = Vec::new();
         for (p, pool) in self.sched.pools.iter().enumerate() {
             let mut seen = vec![false; pool.types.len()];
             for c in classes.iter() {
@@ -199,6 +216,7 @@ impl Solve<'_> {
             for (t, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
                 if let Some(o) = price_under(pool.instance_type(t), &pool.requirements) {
                     let free = &pool.types[t].free;
+                    type_of.push((p, t));
                     types.push(NodeType {
                         price: o.price,
                         allocatable: dims.iter().map(|d| scaled(free, d).max(0.0)).collect(),
@@ -206,8 +224,35 @@ impl Solve<'_> {
                 }
             }
         }
-        let Some((_, duals)) = configuration_bound(&types, &pod_classes, 20) else {
-            return;
+        // Only the first pass, which holds the whole batch, is rounded: later passes hold
+        // the few pods a relaxation retries, not worth another LP. The LP over whole
+        // packings also values the classes then (one LP instead of two), unless it ran out
+        // of work before any figure.
+        let mut duals = None;
+        if self.lp_rounding && !self.lp_rounded {
+            self.lp_rounded = true;
+            if let Some(bound) = integer_configuration_bound(&types, &pod_classes, 30, LP_WORK) {
+                self.lp_packings = bound
+                    .packings
+                    .into_iter()
+                    .map(|p| LpPacking {
+                        pool_type: type_of[p.type_index],
+                        per_shape: p.pods,
+                        nodes: p.nodes,
+                    })
+                    .collect();
+                self.lp_shapes = shape_of.clone();
+                if bound.value > 0.0 {
+                    duals = Some(bound.duals);
+                }
+            }
+        }
+        let duals = match duals {
+            Some(d) => d,
+            None => match configuration_bound(&types, &pod_classes, 20) {
+                Some((_, d)) => d,
+                None => return,
+            },
         };
         for (c, shape) in classes.iter_mut().zip(shape_of) {
             c.value =
@@ -298,6 +343,19 @@ impl Solve<'_> {
 
     /// Fill a hypothetical node of type `t` in `pool`, seeded with `seed`.
     fn fill(&self, classes: &[Class], order: &[usize], seed: usize, pool: usize, t: usize) -> Fill {
+        self.fill_capped(classes, order, seed, pool, t, None)
+    }
+
+    /// [`Self::fill`], taking at most `most[c]` pods of class `c` when given.
+    fn fill_capped(
+        &self,
+        classes: &[Class],
+        order: &[usize],
+        seed: usize,
+        pool: usize,
+        t: usize,
+        most: Option<&[i64]>,
+    ) -> Fill {
         let p = &self.sched.pools[pool];
         let it = p.instance_type(t);
         let g = self.groups.len();
@@ -325,7 +383,8 @@ impl Solve<'_> {
             let mut k = class
                 .request
                 .copies_within(&free)
-                .min(class.pods.len() as i64);
+                .min(class.pods.len() as i64)
+                .min(most.map_or(i64::MAX, |m| m[c]));
             if k == 0 {
                 if c == seed {
                     break;
@@ -500,7 +559,103 @@ impl Solve<'_> {
         picked.into_iter().collect()
     }
 
+    /// Open the nodes the batch's configuration LP buys whole: for each of its packings,
+    /// cheapest per pod first, ⌊nodes⌋ nodes holding that mix, each realised by a capped
+    /// [`Self::fill`] so every constraint is checked as in the greedy, and skipped when the
+    /// mix cannot be realised exactly (zones, requirements, hostname rules the LP does not
+    /// see). The greedy then packs what is left. Only in the variant `solve` tries with LP
+    /// rounding; it keeps whichever plan is cheapest.
+    fn round_lp(&mut self, classes: &mut [Class], order: &[usize]) {
+        let mut packings = std::mem::take(&mut self.lp_packings);
+        let shapes = std::mem::take(&mut self.lp_shapes);
+        if shapes.len() != classes.len() {
+            return;
+        }
+        packings.sort_by(|a, b| b.nodes.total_cmp(&a.nodes));
+        let tiers = self.tiers();
+        // Each class may only use its highest-weight tier that can launch it (as the
+        // greedy's candidates).
+        let tier_of: Vec<Vec<usize>> = classes
+            .iter()
+            .map(|class| {
+                tiers
+                    .iter()
+                    .find(|tier| {
+                        tier.iter().any(|p| {
+                            class.compat.pools[*p].as_ref().is_ok_and(|set| {
+                                set.iter().any(|t| self.within_limits(*p, t, None))
+                            })
+                        })
+                    })
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        for packing in packings {
+            let (p, t) = packing.pool_type;
+            let mut whole = (packing.nodes + 1e-6).floor() as usize;
+            while whole > 0 {
+                // Share each shape's count among its classes that still have pods and may
+                // use this type in the highest-weight tier that has any candidate.
+                let mut most = vec![0i64; classes.len()];
+                let mut left: Vec<i64> = packing
+                    .per_shape
+                    .iter()
+                    .map(|n| (n + 1e-6).floor().max(0.0) as i64)
+                    .collect();
+                let wanted: i64 = left.iter().sum();
+                for &c in order {
+                    let shape = shapes[c];
+                    if left[shape] <= 0 || classes[c].pods.is_empty() {
+                        continue;
+                    }
+                    let allowed = tier_of[c].contains(&p)
+                        && classes[c].compat.pools[p]
+                            .as_ref()
+                            .is_ok_and(|set| set.contains(t))
+                        && self.within_limits(p, t, None);
+                    if !allowed {
+                        continue;
+                    }
+                    let k = left[shape].min(classes[c].pods.len() as i64);
+                    most[c] = k;
+                    left[shape] -= k;
+                }
+                let Some(seed) = order
+                    .iter()
+                    .copied()
+                    .filter(|c| most[*c] > 0)
+                    .max_by(|a, b| {
+                        (most[*a] as f64 * classes[*a].value)
+                            .total_cmp(&(most[*b] as f64 * classes[*b].value))
+                            .then(b.cmp(a))
+                    })
+                else {
+                    break;
+                };
+                let listed: Vec<usize> = order.iter().copied().filter(|c| most[*c] > 0).collect();
+                let fill = self.fill_capped(classes, &listed, seed, p, t, Some(&most));
+                let got: i64 = fill.picked.iter().map(|(_, k)| *k).sum();
+                if got == 0 || got < wanted || !fill.price.is_finite() {
+                    break;
+                }
+                let before = self.bins.len();
+                if !self.commit(classes, p, t, fill, whole) {
+                    break;
+                }
+                let made = self.bins.len() - before;
+                if made == 0 {
+                    break;
+                }
+                whole = whole.saturating_sub(made);
+            }
+        }
+    }
+
     pub(crate) fn pack(&mut self, classes: &mut [Class], order: &[usize]) {
+        if self.lp_rounding {
+            self.round_lp(classes, order);
+        }
         let tiers = self.tiers();
         let mut memo: HashMap<usize, Memo> = HashMap::new();
         for &seed in order {
@@ -583,7 +738,7 @@ impl Solve<'_> {
                     self.fail(pods, reason, needs);
                     break;
                 };
-                if !self.commit(classes, p, t, fill) {
+                if !self.commit(classes, p, t, fill, usize::MAX) {
                     let pods: Vec<usize> = classes[seed].pods.drain(..).collect();
                     self.fail(pods, "no set of instance types satisfies the NodePool's minValues for these pods", false);
                     break;
@@ -593,7 +748,14 @@ impl Solve<'_> {
     }
 
     /// Turn a fill into NodeClaim bins (repeated while the same packing is still available).
-    fn commit(&mut self, classes: &mut [Class], pool: usize, t: usize, fill: Fill) -> bool {
+    fn commit(
+        &mut self,
+        classes: &mut [Class],
+        pool: usize,
+        t: usize,
+        fill: Fill,
+        max_nodes: usize,
+    ) -> bool {
         let p = &self.sched.pools[pool];
         let mut set = p.types.iter().map(|_| true).collect::<Vec<bool>>();
         for (c, _) in &fill.picked {
@@ -673,7 +835,12 @@ impl Solve<'_> {
             .iter()
             .all(|(c, _)| classes[*c].node_rules.needs.is_empty());
         let mut first = true;
+        let mut made = 0usize;
         loop {
+            if made >= max_nodes {
+                break;
+            }
+            made += 1;
             if !first {
                 let enough = fill
                     .picked
@@ -770,23 +937,65 @@ mod tests {
         pods
     }
 
+    fn checked(pools: &[NodePool], pods: &[Pod], results: &crate::Results) {
+        let input = Input {
+            pods,
+            node_pools: pools,
+            nodes: &[],
+            daemon_sets: &[],
+        };
+        assert!(results.unschedulable.is_empty());
+        assert_eq!(verify(&input, results), Vec::<String>::new());
+    }
+
+    #[test]
+    fn lp_rounding_mixes_memory_heavy_pods_the_greedy_packs_apart() {
+        // The greedy seeds nodes with one size at a time: the 12Gi pods fill memory-dense
+        // types, and the 6Gi ones are left CPU-bound on them. The LP buys nodes holding a
+        // mix that fills CPU and memory at once.
+        let pools = vec![pool(&[
+            "x2gd.2xlarge",
+            "x2gd.4xlarge",
+            "x2gd.8xlarge",
+            "r6g.2xlarge",
+            "r6g.4xlarge",
+            "r6g.8xlarge",
+            "m6g.4xlarge",
+        ])];
+        let scheduler = Scheduler::new(pools.clone(), Vec::new(), Vec::new());
+        let pods: Vec<Pod> = (0..300)
+            .map(|i| {
+                pod()
+                    .name(&format!("mem-{i}"))
+                    .cpu("500m")
+                    .memory(["6Gi", "8Gi", "12Gi"][i % 3])
+            })
+            .collect();
+        let plain = scheduler.solve_with(&pods, false, false);
+        let rounded = scheduler.solve_with(&pods, false, true);
+        let chosen = scheduler.solve(&pods);
+        for r in [&plain, &rounded, &chosen] {
+            checked(&pools, &pods, r);
+        }
+        assert!(
+            rounded.total_price() < plain.total_price() - 1e-9,
+            "rounded {} vs plain {}",
+            rounded.total_price(),
+            plain.total_price()
+        );
+        assert!(chosen.total_price() <= rounded.total_price() + 1e-9);
+    }
+
     #[test]
     fn shaped_fills_lower_the_cost_of_gpu_nodes_with_plain_pods() {
         let pools = vec![pool(&[])];
         let scheduler = Scheduler::new(pools.clone(), Vec::new(), Vec::new());
         let pods = gpu_and_plain();
-        let plain = scheduler.solve_with(&pods, false);
-        let shaped = scheduler.solve_with(&pods, true);
+        let plain = scheduler.solve_with(&pods, false, false);
+        let shaped = scheduler.solve_with(&pods, true, false);
         let chosen = scheduler.solve(&pods);
-        let input = Input {
-            pods: &pods,
-            node_pools: &pools,
-            nodes: &[],
-            daemon_sets: &[],
-        };
         for r in [&plain, &shaped, &chosen] {
-            assert!(r.unschedulable.is_empty());
-            assert_eq!(verify(&input, r), Vec::<String>::new());
+            checked(&pools, &pods, r);
         }
         assert!(
             shaped.total_price() < plain.total_price() - 1e-9,
@@ -794,7 +1003,7 @@ mod tests {
             shaped.total_price(),
             plain.total_price()
         );
-        assert!((chosen.total_price() - shaped.total_price()).abs() < 1e-9);
+        assert!(chosen.total_price() <= plain.total_price() + 1e-9);
     }
 
     #[test]
@@ -822,9 +1031,13 @@ mod tests {
                         .memory(mems[(h / 6) % mems.len()])
                 })
                 .collect();
-            let plain = scheduler.solve_with(&pods, false);
+            let plain = scheduler.solve_with(&pods, false, false);
             let chosen = scheduler.solve(&pods);
             assert!(chosen.unschedulable.len() <= plain.unschedulable.len());
+            for variant in [(false, true), (true, true)] {
+                let other = scheduler.solve_with(&pods, variant.0, variant.1);
+                assert!(chosen.total_price() <= other.total_price() + 1e-9);
+            }
             assert!(
                 chosen.total_price() <= plain.total_price() + 1e-9,
                 "seed {seed}: {} > {}",

@@ -20,6 +20,10 @@ use crate::pod::Pod;
 use crate::requirements::{Requirement, Requirements};
 use crate::taints::first_untolerated;
 
+/// Batches up to this many pods are planned several ways and the cheapest plan is kept
+/// (see [`Scheduler::solve`]).
+pub const MAX_VARIANT_PODS: usize = 10_000;
+
 /// Knobs of the solver.
 #[derive(Clone, Debug)]
 pub struct SchedulerOptions {
@@ -191,24 +195,53 @@ impl Scheduler {
 
     /// Plan placements for `pods`.
     ///
-    /// The batch is packed twice, filling each node in the plain value order and then also
-    /// trying an order shaped to the room the node has left ([`crate::packing`]); the plan
-    /// that places more pods, then costs less, then launches fewer nodes, is returned. The
-    /// shaped fills win node by node on value per dollar, which is only a proxy for the
-    /// batch's cost (on some mixes they make the plan dearer), so each plan is judged whole.
+    /// A batch of up to [`MAX_VARIANT_PODS`] pods is planned three ways at once (one thread
+    /// each) and the plan that places more pods, then costs less, then launches fewer
+    /// nodes, is returned: the plain greedy; the greedy after opening the nodes the batch's
+    /// configuration LP buys whole ([`crate::packing`], "LP rounding"); and LP rounding with
+    /// nodes also filled in an order shaped to the room they have left. Each wins on some
+    /// workloads and loses on others (the greedy's node-by-node value per dollar is only a
+    /// proxy for the batch's cost), so each plan is judged whole and the result is never
+    /// dearer than the plain greedy's. Bigger batches are planned once, plainly, to keep
+    /// their latency down.
     pub fn solve(&self, pods: &[Pod]) -> Results {
-        let plain = self.solve_with(pods, false);
-        let shaped = self.solve_with(pods, true);
+        if pods.len() > MAX_VARIANT_PODS {
+            return self.solve_with(pods, false, false);
+        }
+        let (plain, rounded, shaped) = std::thread::scope(|scope| {
+            let rounded = scope.spawn(|| self.solve_with(pods, false, true));
+            let shaped = scope.spawn(|| self.solve_with(pods, true, true));
+            let plain = self.solve_with(pods, false, false);
+            (
+                plain,
+                rounded.join().expect("a planning thread panicked"),
+                shaped.join().expect("a planning thread panicked"),
+            )
+        });
         let key = |r: &Results| (r.unschedulable.len(), r.total_price(), r.node_claims.len());
-        let (a, b) = (key(&plain), key(&shaped));
-        let shaped_better = b.0 < a.0
-            || (b.0 == a.0 && (b.1 < a.1 - 1e-9 || ((b.1 - a.1).abs() <= 1e-9 && b.2 < a.2)));
-        if shaped_better { shaped } else { plain }
+        let better = |b: &Results, a: &Results| {
+            let (a, b) = (key(a), key(b));
+            b.0 < a.0
+                || (b.0 == a.0 && (b.1 < a.1 - 1e-9 || ((b.1 - a.1).abs() <= 1e-9 && b.2 < a.2)))
+        };
+        let mut best = plain;
+        for r in [rounded, shaped] {
+            if better(&r, &best) {
+                best = r;
+            }
+        }
+        best
     }
 
-    pub(crate) fn solve_with(&self, pods: &[Pod], shaped_fills: bool) -> Results {
+    pub(crate) fn solve_with(
+        &self,
+        pods: &[Pod],
+        shaped_fills: bool,
+        lp_rounding: bool,
+    ) -> Results {
         let mut solve = Solve::new(self, pods);
         solve.shaped_fills = shaped_fills;
+        solve.lp_rounding = lp_rounding;
         let mut pending: Vec<(usize, Relax, bool)> = (0..pods.len())
             .map(|i| (i, Relax::default(), false))
             .collect();
@@ -481,6 +514,13 @@ pub(crate) struct Solve<'s> {
     pub resource_prices: crate::packing::ResourcePrices,
     /// Whether packing also tries fills shaped to each node's room (see `solve`).
     pub shaped_fills: bool,
+    /// Whether packing first rounds the configuration LP's solution (see `solve`).
+    pub lp_rounding: bool,
+    /// Whether a pass has already rounded the LP.
+    pub lp_rounded: bool,
+    /// This pass's LP solution to round, and each class's shape in it.
+    pub lp_packings: Vec<crate::packing::LpPacking>,
+    pub lp_shapes: Vec<usize>,
     /// DoNotSchedule spreads seen while pinning: (group, key) → (maxSkew, minDomains,
     /// eligible domains), re-checked once all passes are done.
     pub spreads: HashMap<(u32, String), SpreadRecord>,
@@ -589,6 +629,10 @@ impl<'s> Solve<'s> {
             failures: Vec::new(),
             resource_prices: Default::default(),
             shaped_fills: false,
+            lp_rounding: false,
+            lp_rounded: false,
+            lp_packings: Vec::new(),
+            lp_shapes: Vec::new(),
             spreads: HashMap::new(),
             pod_info: vec![None; pods.len()],
         }
