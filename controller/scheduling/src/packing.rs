@@ -12,6 +12,12 @@
 //!
 //! Each NodeClaim then keeps every compatible type that fits its pods, cheapest first; its
 //! price is the cheapest of them.
+//!
+//! Two refinements, each used only in the plan variants `Scheduler::solve` compares (it
+//! keeps the cheapest plan, so neither can make a plan dearer): *LP rounding* first opens
+//! ⌊x⌋ nodes of every packing the batch's whole-packing configuration LP buys x of (the
+//! LP's columns mix sizes that the one-seed-at-a-time greedy packs apart), and *shaped
+//! fills* also try filling each node in an order fitted to the room its seed leaves.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
