@@ -579,6 +579,16 @@ impl Solve<'_> {
         }
         packings.sort_by(|a, b| b.nodes.total_cmp(&a.nodes));
         let tiers = self.tiers();
+        let mut groups: Vec<String> = Vec::new();
+        let group_of: Vec<String> = classes
+            .iter()
+            .map(|c| format!("{:?}", c.constraints.requirements))
+            .collect();
+        for &c in order {
+            if !groups.contains(&group_of[c]) {
+                groups.push(group_of[c].clone());
+            }
+        }
         // Each class may only use its highest-weight tier that can launch it (as the
         // greedy's candidates).
         let tier_of: Vec<Vec<usize>> = classes
@@ -602,49 +612,61 @@ impl Solve<'_> {
             let mut whole = (packing.nodes + 1e-6).floor() as usize;
             while whole > 0 {
                 // Share each shape's count among its classes that still have pods and may
-                // use this type in the highest-weight tier that has any candidate.
-                let mut most = vec![0i64; classes.len()];
-                let mut left: Vec<i64> = packing
-                    .per_shape
-                    .iter()
-                    .map(|n| (n + 1e-6).floor().max(0.0) as i64)
-                    .collect();
-                let wanted: i64 = left.iter().sum();
-                for &c in order {
-                    let shape = shapes[c];
-                    if left[shape] <= 0 || classes[c].pods.is_empty() {
-                        continue;
+                // use this type in the highest-weight tier that has any candidate, within
+                // one group of classes with the same requirements (the LP does not see
+                // zone pins: a mix across zones could not share a node), first group that
+                // can hold the whole mix.
+                let mut found = None;
+                for group in &groups {
+                    let mut most = vec![0i64; classes.len()];
+                    let mut left: Vec<i64> = packing
+                        .per_shape
+                        .iter()
+                        .map(|n| (n + 1e-6).floor().max(0.0) as i64)
+                        .collect();
+                    let wanted: i64 = left.iter().sum();
+                    for &c in order {
+                        let shape = shapes[c];
+                        if group_of[c] != *group || left[shape] <= 0 || classes[c].pods.is_empty() {
+                            continue;
+                        }
+                        let allowed = tier_of[c].contains(&p)
+                            && classes[c].compat.pools[p]
+                                .as_ref()
+                                .is_ok_and(|set| set.contains(t))
+                            && self.within_limits(p, t, None);
+                        if !allowed {
+                            continue;
+                        }
+                        let k = left[shape].min(classes[c].pods.len() as i64);
+                        most[c] = k;
+                        left[shape] -= k;
                     }
-                    let allowed = tier_of[c].contains(&p)
-                        && classes[c].compat.pools[p]
-                            .as_ref()
-                            .is_ok_and(|set| set.contains(t))
-                        && self.within_limits(p, t, None);
-                    if !allowed {
+                    let Some(seed) =
+                        order
+                            .iter()
+                            .copied()
+                            .filter(|c| most[*c] > 0)
+                            .max_by(|a, b| {
+                                (most[*a] as f64 * classes[*a].value)
+                                    .total_cmp(&(most[*b] as f64 * classes[*b].value))
+                                    .then(b.cmp(a))
+                            })
+                    else {
                         continue;
+                    };
+                    let listed: Vec<usize> =
+                        order.iter().copied().filter(|c| most[*c] > 0).collect();
+                    let fill = self.fill_capped(classes, &listed, seed, p, t, Some(&most));
+                    let got: i64 = fill.picked.iter().map(|(_, k)| *k).sum();
+                    if got > 0 && got >= wanted && fill.price.is_finite() {
+                        found = Some(fill);
+                        break;
                     }
-                    let k = left[shape].min(classes[c].pods.len() as i64);
-                    most[c] = k;
-                    left[shape] -= k;
                 }
-                let Some(seed) = order
-                    .iter()
-                    .copied()
-                    .filter(|c| most[*c] > 0)
-                    .max_by(|a, b| {
-                        (most[*a] as f64 * classes[*a].value)
-                            .total_cmp(&(most[*b] as f64 * classes[*b].value))
-                            .then(b.cmp(a))
-                    })
-                else {
+                let Some(fill) = found else {
                     break;
                 };
-                let listed: Vec<usize> = order.iter().copied().filter(|c| most[*c] > 0).collect();
-                let fill = self.fill_capped(classes, &listed, seed, p, t, Some(&most));
-                let got: i64 = fill.picked.iter().map(|(_, k)| *k).sum();
-                if got == 0 || got < wanted || !fill.price.is_finite() {
-                    break;
-                }
                 let before = self.bins.len();
                 if !self.commit(classes, p, t, fill, whole) {
                     break;
@@ -990,6 +1012,55 @@ mod tests {
             plain.total_price()
         );
         assert!(chosen.total_price() <= rounded.total_price() + 1e-9);
+    }
+
+    #[test]
+    fn lp_rounding_keeps_each_node_in_one_zone_of_a_spread() {
+        // Mixed sizes spread over the zones: the LP sees one class per size, the pods are
+        // pinned to zones, so its mixes must be realised within one zone each.
+        let pools = vec![pool(&[
+            "t4g.micro",
+            "t4g.small",
+            "t4g.medium",
+            "c6g.large",
+            "c6g.xlarge",
+            "m6g.large",
+            "m6g.xlarge",
+            "r6g.large",
+            "r6g.xlarge",
+        ])];
+        let scheduler = Scheduler::new(pools.clone(), Vec::new(), Vec::new());
+        let app = crate::LabelSelector::labels([("app", "z")]);
+        let cpus = ["250m", "1500m", "500m"];
+        let mems = ["256Mi", "3Gi", "1Gi"];
+        let mut x: u64 = 42;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 3) as usize
+        };
+        let pods: Vec<Pod> = (0..300)
+            .map(|i| {
+                let (c, m) = (next(), next());
+                pod()
+                    .name(&format!("z-{i}"))
+                    .label("app", "z")
+                    .spread(karpctl_cloud::labels::ZONE, 1, app.clone())
+                    .cpu(cpus[c])
+                    .memory(mems[m])
+            })
+            .collect();
+        // Rounding's nodes must respect the pins (the checker counts every spread), and the
+        // chosen plan is never dearer than the plain one.
+        let plain = scheduler.solve_with(&pods, false, false);
+        let rounded = scheduler.solve_with(&pods, false, true);
+        let shaped = scheduler.solve_with(&pods, true, true);
+        let chosen = scheduler.solve(&pods);
+        for r in [&plain, &rounded, &shaped, &chosen] {
+            checked(&pools, &pods, r);
+        }
+        assert!(chosen.total_price() <= plain.total_price() + 1e-9);
     }
 
     #[test]
