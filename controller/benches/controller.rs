@@ -1069,6 +1069,10 @@ fn repo_root() -> PathBuf {
 }
 
 fn controller_binary() -> PathBuf {
+    // Another build, or a wrapper such as a heap profiler, to measure instead.
+    if let Some(path) = std::env::var_os("KARPCTL_BENCH_CONTROLLER") {
+        return PathBuf::from(path);
+    }
     PathBuf::from(env!("CARGO_BIN_EXE_karpctl-controller"))
 }
 

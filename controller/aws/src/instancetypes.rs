@@ -217,6 +217,34 @@ impl<A: AwsApi> AwsCloud<A> {
         &self,
         node_class: &EC2NodeClass,
     ) -> CloudResult<Vec<InstanceType>> {
+        let types = self.cached_instance_types(node_class).await?;
+        Ok(types
+            .iter()
+            .map(|it| {
+                let mut it = it.clone();
+                for o in &mut it.offerings {
+                    let key = OfferingKey {
+                        instance_type: it.name.clone(),
+                        zone: o.zone.clone(),
+                        capacity_type: o.capacity_type,
+                    };
+                    if self.is_unavailable(&key) {
+                        o.available = false;
+                    }
+                }
+                it
+            })
+            .collect())
+    }
+
+    /// The node class's instance types as cached, shared rather than copied, and without
+    /// the offerings marked unavailable since: for callers that check
+    /// [`Self::is_unavailable`] themselves (a launch), so each launch does not copy the
+    /// whole catalogue.
+    pub(crate) async fn cached_instance_types(
+        &self,
+        node_class: &EC2NodeClass,
+    ) -> CloudResult<Arc<Vec<InstanceType>>> {
         let zones: BTreeSet<String> = node_class
             .status
             .as_ref()
@@ -251,23 +279,7 @@ impl<A: AwsApi> AwsCloud<A> {
                 types
             }
         };
-        Ok(types
-            .iter()
-            .map(|it| {
-                let mut it = it.clone();
-                for o in &mut it.offerings {
-                    let key = OfferingKey {
-                        instance_type: it.name.clone(),
-                        zone: o.zone.clone(),
-                        capacity_type: o.capacity_type,
-                    };
-                    if self.is_unavailable(&key) {
-                        o.available = false;
-                    }
-                }
-                it
-            })
-            .collect())
+        Ok(types)
     }
 
     async fn raw_infos(&self) -> CloudResult<Arc<Infos>> {

@@ -428,7 +428,7 @@ impl<A: AwsApi> AwsCloud<A> {
             .find(|i| !i.state.is_gone())
         {
             let types = self
-                .instance_types_for(node_class)
+                .cached_instance_types(node_class)
                 .await
                 .unwrap_or_default();
             let it = types.iter().find(|t| t.name == existing.instance_type);
@@ -462,7 +462,7 @@ impl<A: AwsApi> AwsCloud<A> {
         }
         let requirements = parse_requirements(&claim.spec.requirements, "spec.requirements")
             .map_err(|e| CloudError::other(format!("nodeclaim {name}"), e))?;
-        let types = self.instance_types_for(node_class).await?;
+        let types = self.cached_instance_types(node_class).await?;
         let by_name: BTreeMap<&str, &InstanceType> =
             types.iter().map(|t| (t.name.as_str(), t)).collect();
         let kubelet = node_class.spec.kubelet.clone();
