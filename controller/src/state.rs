@@ -818,7 +818,10 @@ mod tests {
         assert_eq!(stored.key(), "a/web");
         assert_eq!(stored.uid.as_deref(), Some("u1"));
         assert_eq!(stored.phase.as_deref(), Some("Pending"));
-        assert_eq!(stored.owner.as_ref().map(|o| o.name.as_str()), Some("web-1"));
+        assert_eq!(
+            stored.owner.as_ref().map(|o| o.name.as_str()),
+            Some("web-1")
+        );
         assert!(!stored.daemon_set && !stored.deleting && stored.unschedulable);
         assert!(is_provisionable(stored));
         let full = karpctl_scheduling::kubernetes::pod_from_spec(
@@ -833,7 +836,11 @@ mod tests {
         let target = stored.event_target();
         assert_eq!(
             (target.name_any(), target.namespace(), target.uid()),
-            ("web".to_owned(), Some("a".to_owned()), Some("u1".to_owned()))
+            (
+                "web".to_owned(),
+                Some("a".to_owned()),
+                Some("u1".to_owned())
+            )
         );
 
         // Binding moves it out of the provisionable set; a spec the scheduler cannot read
@@ -847,8 +854,18 @@ mod tests {
         // Bound, it keeps only what constrains other pods.
         let view = placed.scheduling.as_ref().unwrap();
         assert_eq!(
-            (&view.requests, &view.labels, &view.anti_affinity, &view.host_ports),
-            (&full.requests, &full.labels, &full.anti_affinity, &full.host_ports)
+            (
+                &view.requests,
+                &view.labels,
+                &view.anti_affinity,
+                &view.host_ports
+            ),
+            (
+                &full.requests,
+                &full.labels,
+                &full.anti_affinity,
+                &full.host_ports
+            )
         );
         assert!(view.tolerations.is_empty() && view.topology_spread.is_empty());
         assert!(view.node_selector.is_empty() && view.required_terms.is_empty());
@@ -896,7 +913,11 @@ mod tests {
         let spec = stored.spec.template.spec.as_ref().unwrap();
         let agent = &spec.containers[0];
         assert!(agent.env.is_none() && agent.liveness_probe.is_none());
-        assert_eq!(agent.ports.as_ref().map(Vec::len), Some(1), "only host ports");
+        assert_eq!(
+            agent.ports.as_ref().map(Vec::len),
+            Some(1),
+            "only host ports"
+        );
         let scheduled = |d: &DaemonSet| {
             let t = &d.spec.template;
             karpctl_scheduling::kubernetes::pod_from_spec(
