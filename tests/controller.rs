@@ -11,7 +11,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -20,20 +19,11 @@ use karpctl_api::v1::{NodeClaim, NodePool};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-use support::{Sandbox, controller_binary, eventually, repo_root, sandbox, text, unique};
-
-const NAMESPACE: &str = "kube-system";
-const LEASE: &str = "karpenter-leader-election";
+use support::controller::{LEASE, NAMESPACE, sandbox_cmd, start_controller};
+use support::{Sandbox, eventually, sandbox, text, unique};
 
 /// One test at a time drives the controller.
 static CONTROLLER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn sandbox_cmd(args: &[&str]) -> std::process::Output {
-    Command::new(repo_root().join("sandbox/sandbox"))
-        .args(args)
-        .output()
-        .expect("running sandbox/sandbox")
-}
 
 /// Holds the turn; on drop deletes the test's objects, waits for its claims to go (the
 /// controller terminates their instances), then stops the controller and forgets the Lease.
@@ -173,30 +163,7 @@ async fn start(sb: &Sandbox, pool_spec: Value, env: &[(&str, &str)]) -> (Run, St
         .create(&PostParams::default(), &np)
         .await
         .unwrap();
-    let _ = sandbox_cmd(&[
-        "kubectl",
-        "-n",
-        NAMESPACE,
-        "delete",
-        "lease",
-        LEASE,
-        "--ignore-not-found",
-    ]);
-    let binary = controller_binary();
-    let out = sandbox_cmd(&[
-        "controller",
-        "start",
-        "--replicas",
-        "1",
-        "--binary",
-        binary.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "controller start: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    start_controller();
     (run, pool)
 }
 

@@ -19,7 +19,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -28,26 +27,8 @@ use karpctl_api::v1::{Conditions, EC2NodeClass, NodeClaim, NodePool};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-use support::{
-    Sandbox, controller_binary, controller_metrics, eventually, pod_state_series, repo_root,
-    sandbox, text, unique,
-};
-
-const NAMESPACE: &str = "kube-system";
-const LEASE: &str = "karpenter-leader-election";
-
-fn sandbox_cmd(args: &[&str]) -> std::process::Output {
-    Command::new(repo_root().join("sandbox/sandbox"))
-        .args(args)
-        .output()
-        .expect("running sandbox/sandbox")
-}
-
-fn kubectl(args: &[&str]) -> std::process::Output {
-    let mut all = vec!["kubectl"];
-    all.extend_from_slice(args);
-    sandbox_cmd(&all)
-}
+use support::controller::{LEASE, NAMESPACE, kubectl, sandbox_cmd, start_controller};
+use support::{Sandbox, controller_metrics, eventually, pod_state_series, sandbox, text, unique};
 
 /// Removes every object the test made (workloads, pools, then node classes, which the
 /// controller finalizes), waits for the healthy pool's claims to go, clears injected faults,
@@ -131,32 +112,6 @@ fn clear_faults() {
     if cleared.is_err() {
         eprintln!("clearing the injected faults failed");
     }
-}
-
-fn start_controller() {
-    let _ = kubectl(&[
-        "-n",
-        NAMESPACE,
-        "delete",
-        "lease",
-        LEASE,
-        "--ignore-not-found",
-    ]);
-    let binary = controller_binary();
-    let out = sandbox_cmd(&[
-        "controller",
-        "start",
-        "--replicas",
-        "1",
-        "--binary",
-        binary.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "controller start: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
 }
 
 async fn create_pool(sb: &Sandbox, guard: &mut Guard, name: &str, class: &str) {
@@ -468,20 +423,23 @@ async fn each_broken_object_says_what_is_wrong_and_the_healthy_pool_still_launch
         let pool_event = eventually(
             &format!("a Warning Event on NodePool {name}"),
             Duration::from_secs(30),
+            // The class may pass through another not-ready reason first (not resolved
+            // yet), and each transition is its own Event: wait for the one naming the cause.
             || async {
                 events_about(sb, name).await.into_iter().find(|e| {
                     e.involved_object.kind.as_deref() == Some("NodePool")
                         && e.reason.as_deref() == Some("NodeClassNotReady")
+                        && e.message
+                            .as_deref()
+                            .unwrap_or_default()
+                            .contains(names.as_str())
                 })
             },
         )
         .await;
-        assert!(
-            pool_event
-                .message
-                .as_deref()
-                .unwrap_or_default()
-                .contains(names.as_str()),
+        assert_eq!(
+            pool_event.type_.as_deref(),
+            Some("Warning"),
             "{:?}",
             pool_event.message
         );

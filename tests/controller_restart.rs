@@ -26,49 +26,8 @@ use karpctl_api::v1::{NodeClaim, NodePool};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-use support::{Sandbox, controller_binary, eventually, repo_root, sandbox, text, unique};
-
-const NAMESPACE: &str = "kube-system";
-const LEASE: &str = "karpenter-leader-election";
-
-fn sandbox_cmd(args: &[&str]) -> std::process::Output {
-    Command::new(repo_root().join("sandbox/sandbox"))
-        .args(args)
-        .output()
-        .expect("running sandbox/sandbox")
-}
-
-fn kubectl(args: &[&str]) -> std::process::Output {
-    let mut all = vec!["kubectl"];
-    all.extend_from_slice(args);
-    sandbox_cmd(&all)
-}
-
-fn start_controller() {
-    let _ = kubectl(&[
-        "-n",
-        NAMESPACE,
-        "delete",
-        "lease",
-        LEASE,
-        "--ignore-not-found",
-    ]);
-    let binary = controller_binary();
-    let out = sandbox_cmd(&[
-        "controller",
-        "start",
-        "--replicas",
-        "1",
-        "--binary",
-        binary.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "controller start: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
+use support::controller::{LEASE, NAMESPACE, kubectl, sandbox_cmd, start_controller};
+use support::{Sandbox, eventually, sandbox, text, unique};
 
 /// The running replica's PID, from `controller status -o json`.
 fn controller_pid() -> u64 {
