@@ -9,6 +9,7 @@
 
 pub mod events;
 pub mod health;
+pub mod intern;
 pub mod leader;
 pub mod logging;
 pub mod metrics;

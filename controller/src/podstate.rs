@@ -34,35 +34,22 @@ pub const LABELS: [&str; 10] = [
 
 /// One pod's label values; `node` is the Node it is bound to, if the state has it.
 pub fn labels_for(pod: &PodRecord, node: Option<&Node>) -> [String; 10] {
-    let namespace = &pod.namespace;
-    let owner = pod
-        .owner
-        .as_ref()
-        .map(|o| {
-            format!(
-                "/apis/{}/namespaces/{namespace}/{}s/{}",
-                o.api_version,
-                o.kind.to_lowercase(),
-                o.name
-            )
-        })
-        .unwrap_or_default();
-    let node_name = pod.node_name.clone().unwrap_or_default();
+    let text = |v: &Option<std::sync::Arc<str>>| v.as_deref().unwrap_or_default().to_owned();
     let node_label = |key: &str| {
         node.and_then(|n| n.labels().get(key).cloned())
             .unwrap_or_default()
     };
     [
-        pod.name.clone(),
-        namespace.clone(),
-        owner,
-        node_name,
+        pod.name.to_string(),
+        pod.namespace.to_string(),
+        text(&pod.owner),
+        text(&pod.node_name),
         node_label(labels::NODE_POOL),
         node_label(labels::TOPOLOGY_ZONE),
         node_label(labels::ARCH),
         node_label(labels::CAPACITY_TYPE),
         node_label(labels::INSTANCE_TYPE),
-        pod.phase.clone().unwrap_or_default(),
+        text(&pod.phase),
     ]
 }
 

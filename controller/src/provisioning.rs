@@ -439,10 +439,10 @@ pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
     for p in pending {
         match &p.scheduling {
             Ok(sp) => {
-                pods.push(sp.clone());
+                pods.push(Pod::clone(sp));
                 keys.push(p.key());
             }
-            Err(e) => out.unschedulable.push((p.key(), e.clone())),
+            Err(e) => out.unschedulable.push((p.key(), e.to_string())),
         }
     }
     out.pods = keys.len() + out.unschedulable.len();
@@ -459,7 +459,7 @@ pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
             .iter()
             .filter_map(|k| state.pod(k))
             .filter(|p| state::is_provisionable(p))
-            .filter_map(|p| p.scheduling.as_ref().ok().cloned())
+            .filter_map(|p| p.scheduling.as_deref().ok().cloned())
             .collect()
     };
     let mut existing = Vec::new();
@@ -479,7 +479,7 @@ pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
             .pods_on_node(&node.name_any())
             .into_iter()
             .filter(|p| is_active(p))
-            .filter_map(|p| p.scheduling.as_ref().ok().cloned())
+            .filter_map(|p| p.scheduling.as_deref().ok().cloned())
             .collect();
         if let Some(c) = claim {
             bound.extend(nominated_pods(&c.name_any()));

@@ -22,6 +22,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch as tokio_watch;
 use tokio::time::Instant;
 
+use crate::intern::Interner;
+
 /// The kinds the state tracks; each reports "synced" once its first full list arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -70,7 +72,9 @@ pub trait Tracked: Resource + Clone + Sized {
     /// [`PodRecord`].
     type Stored: 'static;
     fn store(self) -> Self::Stored;
-    fn map(state: &mut ClusterState) -> &mut BTreeMap<String, Self::Stored>;
+    fn map(state: &mut ClusterState) -> &mut BTreeMap<Arc<str>, Self::Stored>;
+    /// Swap values the state already holds a copy of for that copy (see [`Interner`]).
+    fn intern(_stored: &mut Self::Stored, _interner: &mut Interner) {}
 }
 
 macro_rules! tracked {
@@ -82,7 +86,7 @@ macro_rules! tracked {
                 trim(&mut self);
                 self
             }
-            fn map(state: &mut ClusterState) -> &mut BTreeMap<String, Self> {
+            fn map(state: &mut ClusterState) -> &mut BTreeMap<Arc<str>, Self> {
                 &mut state.$field
             }
         }
@@ -95,8 +99,11 @@ impl Tracked for Pod {
     fn store(self) -> PodRecord {
         PodRecord::new(self)
     }
-    fn map(state: &mut ClusterState) -> &mut BTreeMap<String, PodRecord> {
+    fn map(state: &mut ClusterState) -> &mut BTreeMap<Arc<str>, PodRecord> {
         &mut state.pods
+    }
+    fn intern(pod: &mut PodRecord, interner: &mut Interner) {
+        pod.intern(interner);
     }
 }
 
@@ -105,27 +112,31 @@ impl Tracked for Pod {
 ///
 /// Pods are most of a cluster's objects, and a `k8s_openapi` `Pod` is wide: `PodSpec`,
 /// `Container` and `PodStatus` hold dozens of optional fields inline, several KB per pod
-/// even after trimming. A record is a fraction of that, which is what keeps the state of a
-/// cluster with 10,000 pods in a few tens of MB (docs/benchmarks.md).
+/// even after trimming. A record is about a hundred bytes plus its name, and the values pods
+/// repeat (namespace, node, phase, owner, a bound pod's scheduling view) are shared through
+/// the state's [`Interner`]; that is what keeps the state of a cluster with 10,000 pods in a
+/// few MB (docs/benchmarks.md).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodRecord {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Box<str>,
     /// For events about the pod.
-    pub uid: Option<String>,
-    pub node_name: Option<String>,
-    pub phase: Option<String>,
+    pub uid: Option<Box<str>>,
+    pub node_name: Option<Arc<str>>,
+    pub phase: Option<Arc<str>>,
     /// It has a deletion timestamp.
     pub deleting: bool,
-    /// The first owner reference (`karpenter_pods_state`'s `owner` label).
-    pub owner: Option<OwnerReference>,
+    /// The first owner reference as upstream's pod metrics label it (a self link such as
+    /// `/apis/apps/v1/namespaces/default/replicasets/web-abc`).
+    pub owner: Option<Arc<str>>,
     /// A DaemonSet controls it: it follows nodes, it does not ask for them.
     pub daemon_set: bool,
     /// `PodScheduled=False` with reason `Unschedulable`: the scheduler found no node.
     pub unschedulable: bool,
     /// The pod as the scheduling core sees it (requests, selectors, affinity, tolerations,
-    /// spread, host ports, labels), or why its spec cannot be read.
-    pub scheduling: Result<SchedulingPod, String>,
+    /// spread, host ports, labels), or why its spec cannot be read. Bound pods keep only what
+    /// binds others ([`keep_what_binds_others`]), so the pods of one workload share one view.
+    pub scheduling: Result<Arc<SchedulingPod>, Arc<str>>,
 }
 
 /// A bound pod's scheduling view cut to what constrains *other* pods: its requests (node
@@ -133,9 +144,13 @@ pub struct PodRecord {
 /// (symmetric: it keeps matching pods off its domain) and host ports. Its own node selector,
 /// node affinity, tolerations, topology spread and pod affinity only decided where it went,
 /// and it is already there; a bound pod is most of a cluster, so this is most of the state.
+/// Its name and owner go too (the scheduler places pods onto nodes, it never reports which
+/// bound pod is where), so every replica of a workload has the same view and shares it.
 /// (Moving bound pods, as consolidation does, needs their full constraints: read them from
 /// the API server when it comes to that.)
 fn keep_what_binds_others(pod: &mut SchedulingPod) {
+    pod.name = String::new();
+    pod.owner = None;
     pod.node_selector = BTreeMap::new();
     pod.required_terms = Vec::new();
     pod.preferred_terms = Vec::new();
@@ -144,6 +159,16 @@ fn keep_what_binds_others(pod: &mut SchedulingPod) {
     pod.affinity = Vec::new();
     pod.preferred_affinity = Vec::new();
     pod.preferred_anti_affinity = Vec::new();
+}
+
+/// Upstream's `owner` label value for an owner reference.
+fn owner_link(namespace: &str, o: &OwnerReference) -> String {
+    format!(
+        "/apis/{}/namespaces/{namespace}/{}s/{}",
+        o.api_version,
+        o.kind.to_lowercase(),
+        o.name
+    )
 }
 
 impl PodRecord {
@@ -160,7 +185,7 @@ impl PodRecord {
         let mut scheduling = karpctl_scheduling::kubernetes::pod_from_spec(
             &namespace, &name, &labels, &spec, "spec",
         )
-        .map_err(|e| e.to_string());
+        .map_err(|e| Arc::from(e.to_string()));
         if spec.node_name.is_some()
             && let Ok(placed) = &mut scheduling
         {
@@ -177,16 +202,33 @@ impl PodRecord {
                 && c.reason.as_deref() == Some("Unschedulable")
         });
         PodRecord {
-            namespace,
-            name,
-            uid: metadata.uid,
-            node_name: spec.node_name,
-            phase: status.phase,
+            owner: owners.first().map(|o| Arc::from(owner_link(&namespace, o))),
+            namespace: Arc::from(namespace),
+            name: name.into_boxed_str(),
+            uid: metadata.uid.map(String::into_boxed_str),
+            node_name: spec.node_name.map(Arc::from),
+            phase: status.phase.map(Arc::from),
             deleting: metadata.deletion_timestamp.is_some(),
-            owner: owners.into_iter().next(),
             daemon_set,
             unschedulable,
-            scheduling,
+            scheduling: scheduling.map(Arc::new),
+        }
+    }
+
+    /// Share the values other pods repeat. A pending pod's scheduling view keeps its name
+    /// and all its constraints, so it is its own.
+    fn intern(&mut self, interner: &mut Interner) {
+        self.namespace = interner.str(&self.namespace);
+        for shared in [&mut self.node_name, &mut self.phase, &mut self.owner]
+            .into_iter()
+            .flatten()
+        {
+            *shared = interner.str(shared);
+        }
+        if self.node_name.is_some()
+            && let Ok(view) = &mut self.scheduling
+        {
+            *view = interner.view(view);
         }
     }
 
@@ -199,9 +241,9 @@ impl PodRecord {
     pub fn event_target(&self) -> Pod {
         Pod {
             metadata: ObjectMeta {
-                namespace: Some(self.namespace.clone()),
-                name: Some(self.name.clone()),
-                uid: self.uid.clone(),
+                namespace: Some(self.namespace.to_string()),
+                name: Some(self.name.to_string()),
+                uid: self.uid.as_deref().map(str::to_owned),
                 ..Default::default()
             },
             ..Default::default()
@@ -217,21 +259,22 @@ tracked!(PodDisruptionBudget, PodDisruptionBudget, pdbs);
 
 #[derive(Default, Debug)]
 pub struct ClusterState {
-    pods: BTreeMap<String, PodRecord>,
-    nodes: BTreeMap<String, Node>,
-    node_claims: BTreeMap<String, NodeClaim>,
-    node_pools: BTreeMap<String, NodePool>,
-    node_classes: BTreeMap<String, EC2NodeClass>,
-    daemon_sets: BTreeMap<String, DaemonSet>,
-    pdbs: BTreeMap<String, PodDisruptionBudget>,
-    /// Node name → keys of the pods bound to it.
-    pods_by_node: BTreeMap<String, BTreeSet<String>>,
+    pods: BTreeMap<Arc<str>, PodRecord>,
+    nodes: BTreeMap<Arc<str>, Node>,
+    node_claims: BTreeMap<Arc<str>, NodeClaim>,
+    node_pools: BTreeMap<Arc<str>, NodePool>,
+    node_classes: BTreeMap<Arc<str>, EC2NodeClass>,
+    daemon_sets: BTreeMap<Arc<str>, DaemonSet>,
+    pdbs: BTreeMap<Arc<str>, PodDisruptionBudget>,
+    /// Node name → keys of the pods bound to it (the same `Arc`s as the pods map's keys).
+    pods_by_node: BTreeMap<Arc<str>, BTreeSet<Arc<str>>>,
     /// Provider ID → node name.
     nodes_by_provider_id: BTreeMap<String, String>,
     /// Provider ID → claim name.
     claims_by_provider_id: BTreeMap<String, String>,
     nominations: BTreeMap<String, Nomination>,
     synced: BTreeSet<Kind>,
+    interner: Interner,
 }
 
 fn node_provider_id(node: &Node) -> Option<&str> {
@@ -253,7 +296,9 @@ impl ClusterState {
         self.insert::<K>(key, obj.store());
     }
 
-    fn insert<K: Tracked + 'static>(&mut self, key: String, stored: K::Stored) {
+    fn insert<K: Tracked + 'static>(&mut self, key: String, mut stored: K::Stored) {
+        let key: Arc<str> = Arc::from(key);
+        K::intern(&mut stored, &mut self.interner);
         self.unindex::<K>(&key);
         self.index::<K>(&key, &stored);
         K::map(self).insert(key, stored);
@@ -262,7 +307,7 @@ impl ClusterState {
     pub fn delete<K: Tracked + 'static>(&mut self, obj: &K) {
         let key = key_of(obj);
         self.unindex::<K>(&key);
-        K::map(self).remove(&key);
+        K::map(self).remove(key.as_str());
         match K::KIND {
             Kind::Pod => {
                 self.nominations.remove(&key);
@@ -281,7 +326,7 @@ impl ClusterState {
     /// [`Self::replace`] with objects already stored (the watch stores each page as it
     /// arrives).
     pub fn replace_stored<K: Tracked + 'static>(&mut self, objs: Vec<(String, K::Stored)>) {
-        let old: Vec<String> = K::map(self).keys().cloned().collect();
+        let old: Vec<Arc<str>> = K::map(self).keys().cloned().collect();
         for key in old {
             self.unindex::<K>(&key);
         }
@@ -292,25 +337,25 @@ impl ClusterState {
         self.synced.insert(K::KIND);
     }
 
-    fn index<K: Tracked + 'static>(&mut self, key: &str, obj: &K::Stored) {
+    fn index<K: Tracked + 'static>(&mut self, key: &Arc<str>, obj: &K::Stored) {
         let any: &dyn std::any::Any = obj;
         if let Some(pod) = any.downcast_ref::<PodRecord>() {
             if let Some(node) = &pod.node_name {
                 self.pods_by_node
-                    .entry(node.to_owned())
+                    .entry(node.clone())
                     .or_default()
-                    .insert(key.to_owned());
+                    .insert(key.clone());
             }
         } else if let Some(node) = any.downcast_ref::<Node>() {
             if let Some(id) = node_provider_id(node) {
                 self.nodes_by_provider_id
-                    .insert(id.to_owned(), key.to_owned());
+                    .insert(id.to_owned(), key.to_string());
             }
         } else if let Some(claim) = any.downcast_ref::<NodeClaim>()
             && let Some(id) = claim_provider_id(claim)
         {
             self.claims_by_provider_id
-                .insert(id.to_owned(), key.to_owned());
+                .insert(id.to_owned(), key.to_string());
         }
     }
 
@@ -412,13 +457,13 @@ impl ClusterState {
     pub fn node_for_provider_id(&self, provider_id: &str) -> Option<&Node> {
         self.nodes_by_provider_id
             .get(provider_id)
-            .and_then(|n| self.nodes.get(n))
+            .and_then(|n| self.nodes.get(n.as_str()))
     }
 
     pub fn claim_for_provider_id(&self, provider_id: &str) -> Option<&NodeClaim> {
         self.claims_by_provider_id
             .get(provider_id)
-            .and_then(|n| self.node_claims.get(n))
+            .and_then(|n| self.node_claims.get(n.as_str()))
     }
 
     /// The Node a claim launched, once it registered.
@@ -496,6 +541,18 @@ pub fn trim<K: Resource + 'static>(obj: &mut K) {
             status.volumes_attached = None;
             status.volumes_in_use = None;
             status.config = None;
+            // What the kubelet reports about itself and how to reach it: no decision reads
+            // it, and with conditions' messages it is most of a Node's size.
+            status.node_info = None;
+            status.addresses = None;
+            status.daemon_endpoints = None;
+            status.runtime_handlers = None;
+            status.features = None;
+            // Readiness is the one condition the lifecycle reads (initialization); the
+            // kubelet's pressure conditions show up as taints, which are kept.
+            if let Some(conditions) = status.conditions.as_mut() {
+                conditions.retain(|c| c.type_ == "Ready");
+            }
         }
     } else if let Some(ds) = any.downcast_mut::<DaemonSet>() {
         if let Some(spec) = ds.spec.template.spec.as_mut() {
@@ -763,7 +820,7 @@ mod tests {
         let names: Vec<String> = s
             .provisionable_pods(now)
             .iter()
-            .map(|p| p.name.clone())
+            .map(|p| p.name.to_string())
             .collect();
         assert_eq!(names, vec!["wants-capacity"]);
         // Once the nomination expires the pod is planned again.
@@ -819,8 +876,8 @@ mod tests {
         assert_eq!(stored.uid.as_deref(), Some("u1"));
         assert_eq!(stored.phase.as_deref(), Some("Pending"));
         assert_eq!(
-            stored.owner.as_ref().map(|o| o.name.as_str()),
-            Some("web-1")
+            stored.owner.as_deref(),
+            Some("/apis/apps/v1/namespaces/a/replicasets/web-1")
         );
         assert!(!stored.daemon_set && !stored.deleting && stored.unschedulable);
         assert!(is_provisionable(stored));
@@ -832,7 +889,7 @@ mod tests {
             "spec",
         )
         .unwrap();
-        assert_eq!(stored.scheduling.as_ref(), Ok(&full));
+        assert_eq!(stored.scheduling.as_deref().ok(), Some(&full));
         let target = stored.event_target();
         assert_eq!(
             (target.name_any(), target.namespace(), target.uid()),
@@ -881,6 +938,55 @@ mod tests {
         s.apply(broken);
         let err = s.pod("a/web").unwrap().scheduling.clone().unwrap_err();
         assert!(err.contains("\"lots\""), "{err}");
+    }
+
+    #[test]
+    fn bound_replicas_of_one_workload_share_one_scheduling_view_until_they_go() {
+        let replica = |name: &str, node: Option<&str>| -> Pod {
+            let mut p: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": "shop", "name": name, "labels": {"app": "web"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "r1"}]},
+                "spec": {"containers": [{"name": "app", "resources": {"requests": {"cpu": "100m"}}}]},
+                "status": {"phase": "Running"}
+            }))
+            .unwrap();
+            p.spec.as_mut().unwrap().node_name = node.map(str::to_owned);
+            p
+        };
+        let mut s = ClusterState::new();
+        s.apply(replica("web-a", Some("n1")));
+        s.apply(replica("web-b", Some("n2")));
+        s.apply(replica("web-c", None));
+        let view = |name: &str| {
+            s.pod(&format!("shop/{name}"))
+                .unwrap()
+                .scheduling
+                .clone()
+                .unwrap()
+        };
+        let (a, b, c) = (view("web-a"), view("web-b"), view("web-c"));
+        assert!(Arc::ptr_eq(&a, &b), "bound replicas share their view");
+        assert!(
+            !Arc::ptr_eq(&a, &c),
+            "a pending pod keeps its own, name included"
+        );
+        assert_eq!((a.name.as_str(), c.name.as_str()), ("", "web-c"));
+        assert_eq!(a.requests, c.requests);
+        let (pa, pb) = (s.pod("shop/web-a").unwrap(), s.pod("shop/web-b").unwrap());
+        assert!(Arc::ptr_eq(&pa.namespace, &pb.namespace));
+        assert!(Arc::ptr_eq(
+            pa.owner.as_ref().unwrap(),
+            pb.owner.as_ref().unwrap()
+        ));
+
+        // Once the pods are gone, a sweep leaves nothing behind.
+        drop((a, b, c));
+        for name in ["web-a", "web-b", "web-c"] {
+            s.delete(&replica(name, None));
+        }
+        s.apply(node("n1", "aws:///z/i-1"));
+        s.interner.sweep();
+        assert!(s.interner.is_empty(), "{:?}", s.interner.len());
     }
 
     #[test]
