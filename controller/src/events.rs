@@ -155,7 +155,7 @@ pub trait MetricsSink: Send + Sync + 'static {
     fn cluster_state(&self, _nodes: usize, _synced: bool) {}
     /// `karpenter_pods_state{...}`: every pod's label values (`crate::podstate::LABELS`),
     /// replacing the previous set.
-    fn pods_state(&self, _series: Vec<[String; 10]>) {}
+    fn pods_state(&self, _series: Vec<crate::metrics::Labels<10>>) {}
 }
 
 /// Counts nothing.
@@ -213,7 +213,7 @@ impl MetricsSink for crate::metrics::Metrics {
         self.cluster_state_synced
             .set([], if synced { 1.0 } else { 0.0 });
     }
-    fn pods_state(&self, series: Vec<[String; 10]>) {
+    fn pods_state(&self, series: Vec<crate::metrics::Labels<10>>) {
         self.pods_state
             .replace(series.into_iter().map(|labels| (labels, 1.0)));
     }

@@ -242,7 +242,7 @@ struct Family<const N: usize, V> {
     name: &'static str,
     help: &'static str,
     labels: [&'static str; N],
-    series: Mutex<BTreeMap<[String; N], V>>,
+    series: Mutex<BTreeMap<Labels<N>, V>>,
 }
 
 impl<const N: usize, V> Family<N, V> {
@@ -256,7 +256,7 @@ impl<const N: usize, V> Family<N, V> {
     }
 
     /// A panic elsewhere while holding the lock leaves plain numbers behind, still valid.
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<[String; N], V>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<Labels<N>, V>> {
         self.series.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -265,7 +265,7 @@ impl<const N: usize, V> Family<N, V> {
         let _ = writeln!(out, "# TYPE {} {kind}", self.name);
     }
 
-    fn label_text(&self, values: &[String; N], extra: Option<(&str, &str)>) -> String {
+    fn label_text(&self, values: &Labels<N>, extra: Option<(&str, &str)>) -> String {
         let mut pairs: Vec<String> = self
             .labels
             .iter()
@@ -283,8 +283,13 @@ impl<const N: usize, V> Family<N, V> {
     }
 }
 
-fn key<const N: usize>(labels: [&str; N]) -> [String; N] {
-    labels.map(str::to_string)
+/// One series' label values, in the family's label order. Shared strings: families with a
+/// series per pod (`karpenter_pods_state`) repeat the same namespaces, nodes and zones
+/// thousands of times, and their producers hand in one copy of each.
+pub type Labels<const N: usize> = [Arc<str>; N];
+
+fn key<const N: usize>(labels: [&str; N]) -> Labels<N> {
+    labels.map(Arc::from)
 }
 
 /// A monotonically increasing count.
@@ -355,13 +360,13 @@ impl<const N: usize> Gauge<N> {
     }
 
     /// Keeps only the series `keep` accepts (given the label values in order).
-    pub fn retain(&self, mut keep: impl FnMut(&[String; N]) -> bool) {
+    pub fn retain(&self, mut keep: impl FnMut(&Labels<N>) -> bool) {
         self.0.lock().retain(|labels, _| keep(labels));
     }
 
     /// Replaces every series at once (a scrape never sees half of the old and new sets), for
     /// families recomputed whole from the cluster state such as `karpenter_pods_state`.
-    pub fn replace(&self, series: impl IntoIterator<Item = ([String; N], f64)>) {
+    pub fn replace(&self, series: impl IntoIterator<Item = (Labels<N>, f64)>) {
         *self.0.lock() = series.into_iter().collect();
     }
 
@@ -450,7 +455,7 @@ impl<const N: usize> Render for Histogram<N> {
             ..Observations::default()
         };
         let unlabelled = [(key_empty::<N>(), &empty)];
-        let rows: Vec<(&[String; N], &Observations)> = if N == 0 && series.is_empty() {
+        let rows: Vec<(&Labels<N>, &Observations)> = if N == 0 && series.is_empty() {
             unlabelled.iter().map(|(k, v)| (k, *v)).collect()
         } else {
             series.iter().collect()
@@ -480,8 +485,8 @@ impl<const N: usize> Render for Histogram<N> {
     }
 }
 
-fn key_empty<const N: usize>() -> [String; N] {
-    std::array::from_fn(|_| String::new())
+fn key_empty<const N: usize>() -> Labels<N> {
+    std::array::from_fn(|_| Arc::from(""))
 }
 
 /// A sample value as Prometheus writes it: `1`, `0.5`, `+Inf`, `NaN`.
@@ -642,7 +647,7 @@ mod tests {
             samples(&text, "karpenter_cluster_state_synced"),
             ["karpenter_cluster_state_synced 1"]
         );
-        metrics.pods_state.retain(|labels| labels[0] != "web-1");
+        metrics.pods_state.retain(|labels| &*labels[0] != "web-1");
         assert!(samples(&metrics.render(), "karpenter_pods_state").is_empty());
     }
 

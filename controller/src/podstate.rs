@@ -8,6 +8,7 @@
 //! owner reference as a self link (`/apis/apps/v1/namespaces/default/replicasets/web-abc`),
 //! node facts come from the Node's labels and are empty while the pod is unbound.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use karpctl_api::labels;
 use kube::ResourceExt;
 
 use crate::events::MetricsSink;
+use crate::metrics::Labels;
 use crate::state::{self, ClusterState, PodRecord, SharedState};
 
 /// The label names, in the order [`labels_for`] returns their values.
@@ -32,34 +34,46 @@ pub const LABELS: [&str; 10] = [
     "phase",
 ];
 
-/// One pod's label values; `node` is the Node it is bound to, if the state has it.
-pub fn labels_for(pod: &PodRecord, node: Option<&Node>) -> [String; 10] {
-    let text = |v: &Option<std::sync::Arc<str>>| v.as_deref().unwrap_or_default().to_owned();
-    let node_label = |key: &str| {
-        node.and_then(|n| n.labels().get(key).cloned())
-            .unwrap_or_default()
+/// One pod's label values; `node` is the Node it is bound to, if the state has it. Values
+/// come from `shared`, so a value many pods repeat (namespace, node, zone, ...) is one string.
+pub fn labels_for(
+    pod: &PodRecord,
+    node: Option<&Node>,
+    shared: &mut HashSet<Arc<str>>,
+) -> Labels<10> {
+    let mut one = |v: &str| -> Arc<str> {
+        match shared.get(v) {
+            Some(s) => s.clone(),
+            None => {
+                let s: Arc<str> = Arc::from(v);
+                shared.insert(s.clone());
+                s
+            }
+        }
     };
+    let node_label = |key: &str| node.and_then(|n| n.labels().get(key)).map_or("", |v| v);
     [
-        pod.name.to_string(),
-        pod.namespace.to_string(),
-        text(&pod.owner),
-        text(&pod.node_name),
-        node_label(labels::NODE_POOL),
-        node_label(labels::TOPOLOGY_ZONE),
-        node_label(labels::ARCH),
-        node_label(labels::CAPACITY_TYPE),
-        node_label(labels::INSTANCE_TYPE),
-        text(&pod.phase),
+        Arc::from(&*pod.name),
+        one(&pod.namespace),
+        one(pod.owner.as_deref().unwrap_or_default()),
+        one(pod.node_name.as_deref().unwrap_or_default()),
+        one(node_label(labels::NODE_POOL)),
+        one(node_label(labels::TOPOLOGY_ZONE)),
+        one(node_label(labels::ARCH)),
+        one(node_label(labels::CAPACITY_TYPE)),
+        one(node_label(labels::INSTANCE_TYPE)),
+        one(pod.phase.as_deref().unwrap_or_default()),
     ]
 }
 
 /// Every pod's series, from the cluster state.
-pub fn series(state: &ClusterState) -> Vec<[String; 10]> {
+pub fn series(state: &ClusterState) -> Vec<Labels<10>> {
+    let mut shared = HashSet::new();
     state
         .pods()
         .map(|p| {
             let node = p.node_name.as_deref().and_then(|n| state.node(n));
-            labels_for(p, node)
+            labels_for(p, node, &mut shared)
         })
         .collect()
 }
@@ -125,7 +139,7 @@ mod tests {
         }));
         let n = node();
         assert_eq!(
-            labels_for(&p, Some(&n)),
+            labels_for(&p, Some(&n), &mut HashSet::new()),
             [
                 "web-abc-1",
                 "shop",
@@ -138,7 +152,7 @@ mod tests {
                 "m5.large",
                 "Running"
             ]
-            .map(String::from)
+            .map(Arc::from)
         );
     }
 
@@ -150,8 +164,8 @@ mod tests {
             "status": {"phase": "Pending"}
         }));
         assert_eq!(
-            labels_for(&p, None),
-            ["lonely", "default", "", "", "", "", "", "", "", "Pending"].map(String::from)
+            labels_for(&p, None, &mut HashSet::new()),
+            ["lonely", "default", "", "", "", "", "", "", "", "Pending"].map(Arc::from)
         );
     }
 
@@ -174,14 +188,18 @@ mod tests {
         let all = series(&s);
         assert_eq!(all.len(), 2);
         assert_eq!(
-            all[0][4], "web",
+            &*all[0][4], "web",
             "the bound pod's nodepool comes from its node"
         );
-        assert_eq!(all[1][9], "Pending");
+        assert_eq!(&*all[1][9], "Pending");
+        assert!(
+            Arc::ptr_eq(&all[0][1], &all[1][1]),
+            "one copy of a namespace for every pod in it"
+        );
         s.delete(&pending);
         let all = series(&s);
         assert_eq!(all.len(), 1);
-        assert_eq!(all[0][0], "a");
+        assert_eq!(&*all[0][0], "a");
 
         let metrics = crate::metrics::Metrics::new();
         metrics.pods_state(series(&s));
