@@ -4,7 +4,8 @@
 //! inputs; `karpctl simulate` can run it as a self-check.
 //!
 //! Topology spread is checked on the final state (stricter than the kube-scheduler, which
-//! only checks each pod as it arrives).
+//! only checks each pod as it arrives). Required anti-affinity is checked both ways, as the
+//! kube-scheduler does: a placed pod's own terms, and every other pod's terms that select it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -365,6 +366,29 @@ pub fn verify(input: &Input, results: &Results) -> Vec<String> {
                 }
             }
         }
+        // The symmetric check: no other pod's required anti-affinity may select this one
+        // in its domain (the kube-scheduler refuses such a node).
+        for (q, _, n) in &all {
+            if std::ptr::eq(*q, *p) {
+                continue;
+            }
+            for t in q
+                .anti_affinity
+                .iter()
+                .filter(|t| t.topology_key != labels::HOSTNAME)
+            {
+                let domain = n.labels.get(&t.topology_key);
+                if domain.is_some()
+                    && node.labels.get(&t.topology_key) == domain
+                    && selects(q, t, p)
+                {
+                    v.push(format!(
+                        "pod {p} shares {} with {q}, against {q}'s anti-affinity",
+                        t.topology_key
+                    ));
+                }
+            }
+        }
         for t in p
             .affinity
             .iter()
@@ -383,4 +407,81 @@ pub fn verify(input: &Input, results: &Results) -> Vec<String> {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::pod;
+    use crate::scheduler::ExistingPlacement;
+    use crate::selector::LabelSelector;
+
+    fn node(name: &str, zone: &str, pods: Vec<Pod>) -> ExistingNode {
+        ExistingNode {
+            name: name.into(),
+            labels: [
+                (labels::ZONE.to_string(), zone.to_string()),
+                (labels::HOSTNAME.to_string(), name.to_string()),
+            ]
+            .into(),
+            allocatable: Resources {
+                cpu: 4000,
+                memory: 8 << 30,
+                pods: 29,
+                ..Default::default()
+            },
+            pods,
+            ..Default::default()
+        }
+    }
+
+    /// Regression: the checker only tested a placed pod's own anti-affinity, so a plan
+    /// putting a pod where an existing pod's required anti-affinity selects it passed.
+    #[test]
+    fn placements_against_existing_pods_anti_affinity_are_violations() {
+        let web = || pod().name("web").label("app", "web").cpu("100m");
+        let guard = |key: &str| {
+            pod()
+                .name("guard")
+                .label("app", "guard")
+                .anti_affinity(key, LabelSelector::labels([("app", "web")]))
+        };
+        // (guard's topology key, node the web pod is placed on, violation expected)
+        let cases = [
+            (labels::HOSTNAME, "guarded", true),
+            (labels::HOSTNAME, "same-zone", false),
+            (labels::ZONE, "guarded", true),
+            (labels::ZONE, "same-zone", true),
+            (labels::ZONE, "other-zone", false),
+        ];
+        for (key, target, want) in cases {
+            let nodes = vec![
+                node("guarded", "us-east-1a", vec![guard(key)]),
+                node("same-zone", "us-east-1a", Vec::new()),
+                node("other-zone", "us-east-1b", Vec::new()),
+            ];
+            let pods = vec![web()];
+            let results = Results {
+                existing: vec![ExistingPlacement {
+                    node: target.into(),
+                    pods: vec![0],
+                }],
+                ..Results::default()
+            };
+            let input = Input {
+                pods: &pods,
+                node_pools: &[],
+                nodes: &nodes,
+                daemon_sets: &[],
+            };
+            let violations = verify(&input, &results);
+            assert_eq!(
+                violations
+                    .iter()
+                    .any(|v| v.contains("default/guard's anti-affinity")),
+                want,
+                "{key} on {target}: {violations:?}"
+            );
+        }
+    }
 }

@@ -254,9 +254,13 @@ pub(crate) enum DomainRule {
         key: String,
         group: u32,
     },
+    /// `required`: from a required term (not a preference not yet relaxed), so it also
+    /// keeps later members of `group` out of the pod's domain, as the kube-scheduler's
+    /// symmetric check does.
     AntiAffinity {
         key: String,
         group: u32,
+        required: bool,
     },
 }
 
@@ -320,6 +324,7 @@ pub(crate) fn split_rules(
             domain.push(DomainRule::AntiAffinity {
                 key: t.topology_key.clone(),
                 group: g,
+                required: pod.anti_affinity.contains(t),
             });
         }
     }

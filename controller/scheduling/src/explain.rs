@@ -8,6 +8,7 @@ use karpctl_cloud::labels::is_well_known;
 use serde::Serialize;
 
 use crate::classes::{self, Relax};
+use crate::nodepool::ExistingNode;
 use crate::pod::Pod;
 use crate::scheduler::{Scheduler, price_under, type_mismatch};
 use crate::taints::first_untolerated;
@@ -97,6 +98,7 @@ impl Scheduler {
                         })
                     })
                     .map(|q| format!("pod anti-affinity with {q}"))
+                    .or_else(|| self.domain_anti_affinity(pod, n))
             };
             nodes.push(Verdict {
                 name: n.name.clone(),
@@ -188,6 +190,99 @@ impl Scheduler {
             request: request_text,
             nodes,
             node_pools,
+        }
+    }
+}
+
+impl Scheduler {
+    /// A required anti-affinity on a domain key (zone, ...) that keeps `pod` off `node`:
+    /// the pod's own against a pod in the node's domain, or, as the kube-scheduler checks
+    /// symmetrically, one of those pods' terms selecting `pod`.
+    fn domain_anti_affinity(&self, pod: &Pod, node: &ExistingNode) -> Option<String> {
+        let hostname = karpctl_cloud::labels::HOSTNAME;
+        for other in &self.nodes {
+            for q in &other.pods {
+                let same = |key: &str| {
+                    key != hostname
+                        && node.labels.contains_key(key)
+                        && node.labels.get(key) == other.labels.get(key)
+                };
+                if let Some(t) = pod.anti_affinity.iter().find(|t| {
+                    same(&t.topology_key) && t.selects(&pod.namespace, &q.namespace, &q.labels)
+                }) {
+                    return Some(format!(
+                        "pod anti-affinity on {} with {q} on {}",
+                        t.topology_key, other.name
+                    ));
+                }
+                if let Some(t) = q.anti_affinity.iter().find(|t| {
+                    same(&t.topology_key) && t.selects(&q.namespace, &pod.namespace, &pod.labels)
+                }) {
+                    return Some(format!(
+                        "{q} on {} has required anti-affinity on {} against this pod",
+                        other.name, t.topology_key
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use karpctl_cloud::{Resources, labels};
+
+    use crate::nodepool::ExistingNode;
+    use crate::pod::pod;
+    use crate::scheduler::Scheduler;
+    use crate::selector::LabelSelector;
+
+    /// Regression: explain said an existing node fits a pod that an existing pod's required
+    /// zone anti-affinity keeps out of that node's zone.
+    #[test]
+    fn existing_nodes_report_domain_anti_affinity_both_ways() {
+        let node = |name: &str, zone: &str, pods| ExistingNode {
+            name: name.into(),
+            labels: [(labels::ZONE.to_string(), zone.to_string())].into(),
+            allocatable: Resources {
+                cpu: 4000,
+                memory: 8 << 30,
+                pods: 29,
+                ..Default::default()
+            },
+            pods,
+            ..Default::default()
+        };
+        let web = || pod().name("web").label("app", "web").cpu("100m");
+        let guard = pod()
+            .name("guard")
+            .label("app", "guard")
+            .anti_affinity(labels::ZONE, LabelSelector::labels([("app", "web")]));
+        let nodes = vec![
+            node("guarded", "us-east-1a", vec![guard]),
+            node("same-zone", "us-east-1a", Vec::new()),
+            node("other-zone", "us-east-1b", Vec::new()),
+        ];
+        let scheduler = Scheduler::new(Vec::new(), nodes, Vec::new());
+        // (pod, node, fits, reason contains)
+        let cases = [
+            (web(), "same-zone", false, "default/guard on guarded"),
+            (web(), "other-zone", true, "fits"),
+            (
+                pod()
+                    .name("shy")
+                    .anti_affinity(labels::ZONE, LabelSelector::labels([("app", "guard")])),
+                "same-zone",
+                false,
+                "pod anti-affinity on topology.kubernetes.io/zone with default/guard",
+            ),
+        ];
+        for (p, name, fits, reason) in cases {
+            let e = scheduler.explain(&p);
+            let v = e.nodes.iter().find(|n| n.name == name).unwrap();
+            assert_eq!(v.fits, fits, "{name}: {}", v.reason);
+            assert!(v.reason.contains(reason), "{name}: {}", v.reason);
         }
     }
 }

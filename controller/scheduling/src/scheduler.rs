@@ -507,6 +507,11 @@ pub(crate) struct Solve<'s> {
     /// (group, topology key) → domain value → pods counted there.
     pub domain_counts: HashMap<(u32, String), BTreeMap<String, i64>>,
     pub tracked: BTreeSet<(u32, String)>,
+    /// (group, topology key) → domain value → pods there whose required anti-affinity
+    /// selects the group's members: existing pods and pods pinned by this solve. Members
+    /// are kept out of those domains (the kube-scheduler's check of existing pods'
+    /// anti-affinity, which is symmetric).
+    pub excluded: HashMap<(u32, String), BTreeMap<String, i64>>,
     /// Pods of each group placed anywhere, for the "first pod of a self-affine group" rule.
     pub global_counts: Vec<i64>,
     pub compat_cache: HashMap<String, Arc<Compat>>,
@@ -569,6 +574,30 @@ impl<'s> Solve<'s> {
                 }
             }
         }
+        // Existing pods' required anti-affinity on a domain key: their groups' members are
+        // pinned (tracked) so they can be kept out of the domains those pods are in.
+        let mut excluded: HashMap<(u32, String), BTreeMap<String, i64>> = HashMap::new();
+        for n in &sched.nodes {
+            for p in &n.pods {
+                for t in p
+                    .anti_affinity
+                    .iter()
+                    .filter(|t| t.topology_key != labels::HOSTNAME)
+                {
+                    let group = groups
+                        .get(&GroupKey::for_term(&p.namespace, t))
+                        .expect("registered");
+                    tracked.insert((group, t.topology_key.clone()));
+                    if let Some(v) = n.labels.get(&t.topology_key) {
+                        *excluded
+                            .entry((group, t.topology_key.clone()))
+                            .or_default()
+                            .entry(v.clone())
+                            .or_default() += 1;
+                    }
+                }
+            }
+        }
         let g = groups.len();
         let mut global_counts = vec![0i64; g];
         let mut domain_counts: HashMap<(u32, String), BTreeMap<String, i64>> = HashMap::new();
@@ -624,6 +653,7 @@ impl<'s> Solve<'s> {
             limits_used: vec![(Resources::default(), 0); sched.pools.len()],
             domain_counts,
             tracked,
+            excluded,
             global_counts,
             compat_cache: HashMap::new(),
             failures: Vec::new(),

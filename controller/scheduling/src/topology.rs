@@ -72,6 +72,22 @@ impl Solve<'_> {
                     .filter(|v| class.constraints.requirements.allows(key, v))
                     .cloned()
                     .collect();
+                // Domains holding a pod whose required anti-affinity selects this one.
+                let before = candidates.len();
+                for (g, _) in member_keys.iter().filter(|(_, k)| k == key) {
+                    if let Some(excluded) = self.excluded.get(&(*g, key.clone())) {
+                        candidates.retain(|v| excluded.get(v).is_none_or(|c| *c <= 0));
+                    }
+                }
+                if before > 0 && candidates.is_empty() {
+                    failed = Some((
+                        format!(
+                            "pod anti-affinity of other pods on {key}: every eligible domain has a pod whose required anti-affinity selects this one"
+                        ),
+                        false,
+                    ));
+                    break;
+                }
                 let mut prefer = None;
                 for rule in class.domain_rules.iter().filter(|r| r.key() == key) {
                     match rule {
@@ -184,6 +200,22 @@ impl Solve<'_> {
             if let Some((reason, retry)) = failed {
                 self.fail([pod], &reason, retry);
                 continue;
+            }
+            for rule in &class.domain_rules {
+                if let DomainRule::AntiAffinity {
+                    key,
+                    group,
+                    required: true,
+                } = rule
+                    && let Some((_, value)) = pins.iter().find(|(k, _)| k == key)
+                {
+                    *self
+                        .excluded
+                        .entry((*group, key.clone()))
+                        .or_default()
+                        .entry(value.clone())
+                        .or_default() += 1;
+                }
             }
             for (key, value) in &pins {
                 let groups: Vec<u32> = self

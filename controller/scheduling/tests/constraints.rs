@@ -412,3 +412,114 @@ fn spread_pods_whose_siblings_cannot_launch_are_taken_back() {
     let r = case.solve();
     assert!(!r.unschedulable.is_empty());
 }
+
+fn node_in(name: &str, zone: &str, pods: Vec<karpctl_scheduling::Pod>) -> ExistingNode {
+    ExistingNode {
+        name: name.into(),
+        labels: [
+            (labels::ZONE.to_string(), zone.to_string()),
+            (labels::HOSTNAME.to_string(), name.to_string()),
+            (labels::ARCH.to_string(), "amd64".to_string()),
+        ]
+        .into(),
+        allocatable: Resources {
+            cpu: 4000,
+            memory: 8 << 30,
+            pods: 29,
+            ephemeral_storage: 10 << 30,
+            ..Default::default()
+        },
+        pods,
+        ..Default::default()
+    }
+}
+
+/// What every placed pod of `r` sits in: (zone, node or claim).
+fn placements(case: &Case, r: &Results) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (i, c) in r.node_claims.iter().enumerate() {
+        for p in &c.pods {
+            out.push((
+                case.pods[*p].name.clone(),
+                c.zone.clone(),
+                format!("claim-{i}"),
+            ));
+        }
+    }
+    for e in &r.existing {
+        let node = case.nodes.iter().find(|n| n.name == e.node).unwrap();
+        for p in &e.pods {
+            out.push((
+                case.pods[*p].name.clone(),
+                node.labels[labels::ZONE].clone(),
+                e.node.clone(),
+            ));
+        }
+    }
+    out
+}
+
+/// Regression: the kube-scheduler refuses a pod a node or zone where an existing pod's
+/// required anti-affinity selects it (the symmetric check); the plan put such pods there.
+#[test]
+fn existing_pods_anti_affinity_keeps_matching_pods_out() {
+    let web = pod()
+        .name("web")
+        .label("app", "web")
+        .cpu("500m")
+        .memory("512Mi");
+    let guard = |key: &str| {
+        pod()
+            .name("guard")
+            .label("app", "guard")
+            .cpu("100m")
+            .anti_affinity(key, app("web"))
+    };
+    for key in [labels::HOSTNAME, labels::ZONE] {
+        let mut case = Case::new(replicas(3, web.clone()));
+        // The guarded node has room for every web pod and existing capacity is used first.
+        case.nodes = vec![node_in("guarded", "us-east-1a", vec![guard(key)])];
+        let r = case.solve();
+        assert!(r.unschedulable.is_empty(), "{key}: {:?}", r.unschedulable);
+        for (pod, zone, node) in placements(&case, &r) {
+            assert_ne!(node, "guarded", "{key}: {pod} placed next to the guard");
+            if key == labels::ZONE {
+                assert_ne!(
+                    zone, "us-east-1a",
+                    "{key}: {pod} placed in the guard's zone"
+                );
+            }
+        }
+    }
+}
+
+/// Regression: a pod planned earlier in the batch with required anti-affinity did not keep
+/// pods its selector matches (pinned later for their own rules) out of its domain.
+#[test]
+fn batch_pods_anti_affinity_keeps_later_matching_pods_out() {
+    let guard = |key: &str| {
+        pod()
+            .name("guard")
+            .label("app", "guard")
+            .cpu("100m")
+            .anti_affinity(key, app("web"))
+    };
+    let web = pod()
+        .name("web")
+        .label("app", "web")
+        .cpu("100m")
+        .memory("128Mi")
+        .spread(labels::ZONE, 1, app("web"));
+    for key in [labels::HOSTNAME, labels::ZONE] {
+        let case = Case::new([vec![guard(key)], replicas(2, web.clone())].concat());
+        let r = case.solve();
+        let placed = placements(&case, &r);
+        let (_, guard_zone, guard_node) = placed.iter().find(|p| p.0 == "guard").unwrap().clone();
+        for (pod, zone, node) in placed.iter().filter(|p| p.0 != "guard") {
+            assert_ne!(node, &guard_node, "{key}: {pod} shares the guard's node");
+            if key == labels::ZONE {
+                assert_ne!(zone, &guard_zone, "{key}: {pod} shares the guard's zone");
+            }
+        }
+    }
+}

@@ -28,6 +28,8 @@ enum Rule {
     Gpu,
     CapacityTypeSpread,
     HostnameAffinityToFirst,
+    ZoneAntiToFirst,
+    HostnameAntiToFirst,
 }
 
 fn rule() -> impl Strategy<Value = Rule> {
@@ -45,6 +47,8 @@ fn rule() -> impl Strategy<Value = Rule> {
         1 => Just(Rule::Gpu),
         1 => Just(Rule::CapacityTypeSpread),
         1 => Just(Rule::HostnameAffinityToFirst),
+        1 => Just(Rule::ZoneAntiToFirst),
+        1 => Just(Rule::HostnameAntiToFirst),
     ]
 }
 
@@ -76,6 +80,12 @@ fn deployment(i: usize, replicas: usize, cpu: usize, mem: usize, rules: &[Rule])
             Rule::HostnameAffinityToFirst => {
                 template.affinity(labels::HOSTNAME, LabelSelector::labels([("app", "app0")]))
             }
+            Rule::ZoneAntiToFirst => {
+                template.anti_affinity(labels::ZONE, LabelSelector::labels([("app", "app0")]))
+            }
+            Rule::HostnameAntiToFirst => {
+                template.anti_affinity(labels::HOSTNAME, LabelSelector::labels([("app", "app0")]))
+            }
         };
     }
     (0..replicas)
@@ -92,6 +102,9 @@ struct Scenario {
     existing: usize,
     daemon_set: bool,
     spot: bool,
+    /// Residents with required anti-affinity to the first and second deployments (zone,
+    /// then hostname), which pending pods must respect (the symmetric check).
+    guarded_residents: bool,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -111,9 +124,19 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         0usize..3,
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(deployments, second_pool, taint_first, cpu_limit, existing, daemon_set, spot)| {
+            |(
+                deployments,
+                second_pool,
+                taint_first,
+                cpu_limit,
+                existing,
+                daemon_set,
+                spot,
+                guarded_residents,
+            )| {
                 Scenario {
                     deployments,
                     second_pool,
@@ -122,6 +145,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     existing,
                     daemon_set,
                     spot,
+                    guarded_residents,
                 }
             },
         )
@@ -170,13 +194,20 @@ fn build(s: &Scenario) -> (Vec<NodePool>, Vec<ExistingNode>, Vec<Pod>, Vec<Pod>)
                 ephemeral_storage: 18 << 30,
                 ..Default::default()
             },
-            pods: vec![
-                pod()
+            pods: vec![{
+                let resident = pod()
                     .name(&format!("resident-{i}"))
                     .label("app", "resident")
                     .cpu("1")
-                    .memory("1Gi"),
-            ],
+                    .memory("1Gi");
+                match (s.guarded_residents, i % 2) {
+                    (false, _) => resident,
+                    (true, 0) => resident
+                        .anti_affinity(labels::ZONE, LabelSelector::labels([("app", "app0")])),
+                    (true, _) => resident
+                        .anti_affinity(labels::HOSTNAME, LabelSelector::labels([("app", "app1")])),
+                }
+            }],
             ..Default::default()
         })
         .collect();
