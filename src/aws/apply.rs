@@ -337,6 +337,24 @@ const GONE: &[&str] = &[
     "NonExistentQueue",
 ];
 
+/// IAM's DeleteConflict after the plan detached everything it read means something was
+/// attached (or added to a role) since: a re-run reads it and plans its removal.
+fn in_use(e: AwsError) -> AwsError {
+    match e {
+        AwsError::Service {
+            action,
+            code,
+            message,
+        } if code == "DeleteConflict" => AwsError::Other {
+            action,
+            detail: format!(
+                "{code}: {message}; something was attached to it after the plan was read: run `karpctl uninstall` again, which plans detaching it"
+            ),
+        },
+        other => other,
+    }
+}
+
 impl Aws {
     /// Executes one of `uninstall`'s AWS operations (the Kubernetes ones are refused).
     pub async fn run_uninstall(&self, op: &UninstallOp) -> Result<(), AwsError> {
@@ -399,6 +417,27 @@ impl Aws {
                     .role_name(role)
                     .policy_arn(policy_arn)
             ),
+            UninstallOp::DetachUserPolicy { user, policy_arn } => call!(
+                "iam:DetachUserPolicy",
+                self.iam
+                    .detach_user_policy()
+                    .user_name(user)
+                    .policy_arn(policy_arn)
+            ),
+            UninstallOp::DetachGroupPolicy { group, policy_arn } => call!(
+                "iam:DetachGroupPolicy",
+                self.iam
+                    .detach_group_policy()
+                    .group_name(group)
+                    .policy_arn(policy_arn)
+            ),
+            UninstallOp::DeleteRolePolicy { role, name } => call!(
+                "iam:DeleteRolePolicy",
+                self.iam
+                    .delete_role_policy()
+                    .role_name(role)
+                    .policy_name(name)
+            ),
             UninstallOp::RemoveRoleFromInstanceProfile { role, profile } => call!(
                 "iam:RemoveRoleFromInstanceProfile",
                 self.iam
@@ -407,7 +446,7 @@ impl Aws {
                     .instance_profile_name(profile)
             ),
             UninstallOp::DeleteRole { name } => {
-                call!("iam:DeleteRole", self.iam.delete_role().role_name(name))
+                call!("iam:DeleteRole", self.iam.delete_role().role_name(name)).map_err(in_use)
             }
             UninstallOp::DeletePolicyVersion { arn, version } => call!(
                 "iam:DeletePolicyVersion",
@@ -417,7 +456,7 @@ impl Aws {
                     .version_id(version)
             ),
             UninstallOp::DeletePolicy { arn } => {
-                call!("iam:DeletePolicy", self.iam.delete_policy().policy_arn(arn))
+                call!("iam:DeletePolicy", self.iam.delete_policy().policy_arn(arn)).map_err(in_use)
             }
             UninstallOp::RemoveTargets { rule, ids } => call!(
                 "events:RemoveTargets",
@@ -439,6 +478,25 @@ impl Aws {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delete_conflict_says_to_run_uninstall_again() {
+        let conflict = AwsError::Service {
+            action: "iam:DeletePolicy".into(),
+            code: "DeleteConflict".into(),
+            message: "Cannot delete a policy attached to entities.".into(),
+        };
+        assert_eq!(
+            in_use(conflict).to_string(),
+            "iam:DeletePolicy failed: DeleteConflict: Cannot delete a policy attached to entities.; something was attached to it after the plan was read: run `karpctl uninstall` again, which plans detaching it"
+        );
+        let other = AwsError::Service {
+            action: "iam:DeletePolicy".into(),
+            code: "ServiceFailure".into(),
+            message: "m".into(),
+        };
+        assert_eq!(in_use(other).code(), Some("ServiceFailure"));
+    }
 
     #[test]
     fn an_existing_spot_role_counts_as_success() {

@@ -3,7 +3,10 @@
 //! owns (its tags, labels and markers), in an order that leaves nothing behind: the Cluster
 //! Autoscaler restored first, then the CRDs, node access, discovery tags, the controller's
 //! identity, role and policies, the interruption rules and queue, and the node role last.
-//! Nothing found yields no items, so a second run plans "No changes.".
+//! Nothing found yields no items, so a second run plans "No changes.". What IAM requires
+//! before a delete is planned with it, and named when it touches something not karpctl's:
+//! a policy of ours is detached from every role, user and group (someone else's included),
+//! a role of ours loses inline policies someone added.
 //! The Spot service-linked role and the Pod Identity agent add-on are shared account and
 //! cluster infrastructure and are never planned. Nothing here talks to AWS or Kubernetes.
 
@@ -21,13 +24,33 @@ pub fn owned(tags: &Tags, cluster: &str) -> bool {
         && tags.get(CLUSTER_TAG).map(String::as_str) == Some(cluster)
 }
 
-/// An IAM role as found: its tags, attached policies and instance profiles it is in.
+/// An IAM role as found: its tags, attached policies, inline policies (someone else's
+/// additions: karpctl adds none) and instance profiles it is in.
 #[derive(Debug, Clone, Default)]
 pub struct FoundRole {
     pub name: String,
     pub tags: Tags,
     pub attached: Vec<String>,
+    pub inline_policies: Vec<String>,
     pub instance_profiles: Vec<String>,
+}
+
+/// A principal a managed policy is attached to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Attachment {
+    Role(String),
+    User(String),
+    Group(String),
+}
+
+impl std::fmt::Display for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attachment::Role(n) => write!(f, "role {n}"),
+            Attachment::User(n) => write!(f, "user {n}"),
+            Attachment::Group(n) => write!(f, "group {n}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -49,6 +72,8 @@ pub struct FoundPolicy {
     pub arn: String,
     /// Non-default versions (must go before the policy).
     pub other_versions: Vec<String>,
+    /// Every role, user and group it is attached to (it must be detached from each first).
+    pub attached_to: Vec<Attachment>,
     pub tags: Tags,
 }
 
@@ -168,6 +193,18 @@ pub enum UninstallOp {
     DetachRolePolicy {
         role: String,
         policy_arn: String,
+    },
+    DetachUserPolicy {
+        user: String,
+        policy_arn: String,
+    },
+    DetachGroupPolicy {
+        group: String,
+        policy_arn: String,
+    },
+    DeleteRolePolicy {
+        role: String,
+        name: String,
     },
     RemoveRoleFromInstanceProfile {
         role: String,
@@ -434,20 +471,16 @@ pub fn plan(f: &Found) -> Result<Plan<UninstallOp>, AwsAuthError> {
         ));
     }
     role_item(&mut items, f.controller_role.as_ref(), c);
+    // The controller role's own item (just before) detaches our policies from it.
+    let detached_already = f
+        .controller_role
+        .as_ref()
+        .filter(|r| owned(&r.tags, c))
+        .map(|r| Attachment::Role(r.name.clone()));
     for p in &f.policies {
-        if !owned(&p.tags, c) {
-            continue;
+        if owned(&p.tags, c) {
+            items.push(policy_item(f, p, detached_already.as_ref()));
         }
-        let mut ops: Vec<UninstallOp> = p
-            .other_versions
-            .iter()
-            .map(|v| UninstallOp::DeletePolicyVersion {
-                arn: p.arn.clone(),
-                version: v.clone(),
-            })
-            .collect();
-        ops.push(UninstallOp::DeletePolicy { arn: p.arn.clone() });
-        items.push(destroy("iam-policy", &p.arn, OURS, ops));
     }
     for r in &f.rules {
         if !owned(&r.tags, c) {
@@ -479,7 +512,76 @@ pub fn plan(f: &Found) -> Result<Plan<UninstallOp>, AwsAuthError> {
     Ok(Plan::new(items))
 }
 
-/// A role of ours: out of its instance profiles, its policies detached, then deleted.
+/// A policy of ours: detached from everything it is attached to, its non-default versions
+/// deleted, then the policy (IAM refuses DeletePolicy while either remains). A principal
+/// that is not karpctl's loses it too — the policy only grants what karpctl's controller
+/// needs for this cluster — and the plan names each one, so nobody learns it afterwards.
+fn policy_item(
+    f: &Found,
+    p: &FoundPolicy,
+    detached_already: Option<&Attachment>,
+) -> Item<UninstallOp> {
+    let ours = |a: &Attachment| match a {
+        Attachment::Role(name) => [&f.controller_role, &f.node_role]
+            .into_iter()
+            .flatten()
+            .any(|r| &r.name == name && owned(&r.tags, &f.cluster)),
+        _ => false,
+    };
+    let mut ops = Vec::new();
+    let mut foreign = Vec::new();
+    let mut attached_to = p.attached_to.clone();
+    attached_to.sort();
+    attached_to.dedup();
+    for a in attached_to.iter().filter(|a| Some(*a) != detached_already) {
+        let policy_arn = p.arn.clone();
+        ops.push(match a {
+            Attachment::Role(role) => UninstallOp::DetachRolePolicy {
+                role: role.clone(),
+                policy_arn,
+            },
+            Attachment::User(user) => UninstallOp::DetachUserPolicy {
+                user: user.clone(),
+                policy_arn,
+            },
+            Attachment::Group(group) => UninstallOp::DetachGroupPolicy {
+                group: group.clone(),
+                policy_arn,
+            },
+        });
+        if !ours(a) {
+            foreign.push(a.to_string());
+        }
+    }
+    ops.extend(
+        p.other_versions
+            .iter()
+            .map(|v| UninstallOp::DeletePolicyVersion {
+                arn: p.arn.clone(),
+                version: v.clone(),
+            }),
+    );
+    ops.push(UninstallOp::DeletePolicy { arn: p.arn.clone() });
+    if foreign.is_empty() {
+        return destroy("iam-policy", &p.arn, OURS, ops);
+    }
+    let reason = format!(
+        "{OURS}; detaches it from {}, which {} not karpctl's",
+        foreign.join(", "),
+        if foreign.len() == 1 { "is" } else { "are" }
+    );
+    let changes = foreign
+        .iter()
+        .map(|a| format!("- attachment to {a} (not karpctl's; that principal is kept)"))
+        .collect();
+    Item::change(
+        Resource::new("iam-policy", &p.arn, Action::Delete, reason).with_changes(changes),
+        ops,
+    )
+}
+
+/// A role of ours: out of its instance profiles, its policies detached (and any inline
+/// policy someone added deleted), then deleted.
 fn role_item(items: &mut Vec<Item<UninstallOp>>, role: Option<&FoundRole>, cluster: &str) {
     let Some(r) = role else { return };
     if !owned(&r.tags, cluster) {
@@ -497,10 +599,26 @@ fn role_item(items: &mut Vec<Item<UninstallOp>>, role: Option<&FoundRole>, clust
         role: r.name.clone(),
         policy_arn: a.clone(),
     }));
+    ops.extend(
+        r.inline_policies
+            .iter()
+            .map(|name| UninstallOp::DeleteRolePolicy {
+                role: r.name.clone(),
+                name: name.clone(),
+            }),
+    );
     ops.push(UninstallOp::DeleteRole {
         name: r.name.clone(),
     });
-    items.push(destroy("iam-role", &r.name, OURS, ops));
+    let changes = r
+        .inline_policies
+        .iter()
+        .map(|name| format!("- inline policy {name} (not karpctl's; deleted with the role)"))
+        .collect();
+    items.push(Item::change(
+        Resource::new("iam-role", &r.name, Action::Delete, OURS).with_changes(changes),
+        ops,
+    ));
 }
 
 /// Something tagged for the cluster that uninstall does not delete, reported as a warning.
@@ -512,8 +630,9 @@ pub struct Leftover {
 }
 
 /// The final sweep's warnings: anything still tagged as karpctl's for this cluster, or
-/// launched by Karpenter for it (`kubernetes.io/cluster/<name>=owned` with a
-/// `karpenter.sh/nodepool` tag). Nothing is deleted.
+/// made by Karpenter for it (`kubernetes.io/cluster/<name>=owned` with a
+/// `karpenter.sh/nodepool` tag, as instances carry, or a `karpenter.k8s.aws/ec2nodeclass`
+/// tag, as launch templates and instance profiles carry). Nothing is deleted.
 pub fn leftovers(cluster: &str, tagged: &[Leftover]) -> Vec<String> {
     let owned_key = format!("kubernetes.io/cluster/{cluster}");
     tagged
@@ -522,11 +641,18 @@ pub fn leftovers(cluster: &str, tagged: &[Leftover]) -> Vec<String> {
             if owned(&l.tags, cluster) {
                 Some(format!("{} {} is still tagged as karpctl's", l.kind, l.id))
             } else if l.tags.get(&owned_key).map(String::as_str) == Some("owned")
-                && l.tags.contains_key("karpenter.sh/nodepool")
+                && (l.tags.contains_key("karpenter.sh/nodepool")
+                    || l.tags.contains_key("karpenter.k8s.aws/ec2nodeclass"))
             {
                 Some(format!(
-                    "{} {} was launched by Karpenter for this cluster",
-                    l.kind, l.id
+                    "{} {} was {} by Karpenter for this cluster",
+                    l.kind,
+                    l.id,
+                    if l.kind == "ec2-instance" {
+                        "launched"
+                    } else {
+                        "created"
+                    }
                 ))
             } else {
                 None
@@ -562,6 +688,7 @@ mod tests {
             name: name.into(),
             tags,
             attached: vec!["arn:aws:iam::aws:policy/A".into()],
+            inline_policies: vec![],
             instance_profiles: vec![],
         }
     }
@@ -609,6 +736,7 @@ mod tests {
             policies: vec![FoundPolicy {
                 arn: "arn:aws:iam::111122223333:policy/P".into(),
                 other_versions: vec!["v1".into()],
+                attached_to: vec![Attachment::Role("KarpenterControllerRole-demo".into())],
                 tags: ours(),
             }],
             rules: vec![FoundRule {
@@ -770,6 +898,7 @@ mod tests {
             policies: vec![FoundPolicy {
                 arn: "p".into(),
                 other_versions: vec![],
+                attached_to: vec![],
                 tags: ours(),
             }],
             ..Found::default()
@@ -874,6 +1003,22 @@ mod tests {
                     id: "r".into(),
                     tags: ours(),
                 },
+                Leftover {
+                    kind: "iam-instance-profile".into(),
+                    id: "demo_123".into(),
+                    tags: Tags::from([
+                        ("kubernetes.io/cluster/demo".into(), "owned".into()),
+                        ("karpenter.k8s.aws/ec2nodeclass".into(), "default".into()),
+                    ]),
+                },
+                Leftover {
+                    kind: "iam-instance-profile".into(),
+                    id: "other_123".into(),
+                    tags: Tags::from([
+                        ("kubernetes.io/cluster/other".into(), "owned".into()),
+                        ("karpenter.k8s.aws/ec2nodeclass".into(), "default".into()),
+                    ]),
+                },
             ],
         );
         assert_eq!(
@@ -881,7 +1026,119 @@ mod tests {
             vec![
                 "ec2-instance i-1 was launched by Karpenter for this cluster",
                 "iam-role r is still tagged as karpctl's",
+                "iam-instance-profile demo_123 was created by Karpenter for this cluster",
             ]
+        );
+    }
+
+    #[test]
+    fn a_policy_attached_to_principals_that_are_not_ours_is_detached_from_each_and_the_plan_names_them()
+     {
+        let mut f = full();
+        f.policies[0].attached_to = vec![
+            Attachment::Role("KarpenterControllerRole-demo".into()),
+            Attachment::Role("ci-admin".into()),
+            Attachment::User("alice".into()),
+            Attachment::Group("ops".into()),
+        ];
+        let p = plan(&f).unwrap();
+        let item = p
+            .items
+            .iter()
+            .find(|i| i.resource.kind == "iam-policy")
+            .unwrap();
+        let arn = "arn:aws:iam::111122223333:policy/P".to_string();
+        // Ours is detached by the controller role's own item; every other principal here,
+        // then the non-default version, then the policy.
+        assert_eq!(
+            item.ops,
+            vec![
+                UninstallOp::DetachRolePolicy {
+                    role: "ci-admin".into(),
+                    policy_arn: arn.clone()
+                },
+                UninstallOp::DetachUserPolicy {
+                    user: "alice".into(),
+                    policy_arn: arn.clone()
+                },
+                UninstallOp::DetachGroupPolicy {
+                    group: "ops".into(),
+                    policy_arn: arn.clone()
+                },
+                UninstallOp::DeletePolicyVersion {
+                    arn: arn.clone(),
+                    version: "v1".into()
+                },
+                UninstallOp::DeletePolicy { arn: arn.clone() },
+            ]
+        );
+        let text = p.render();
+        assert!(
+            text.contains(&format!(
+                "  - iam-policy {arn}  (destroy: created by karpctl; detaches it from role ci-admin, user alice, group ops, which are not karpctl's)\n        - attachment to role ci-admin (not karpctl's; that principal is kept)\n"
+            )),
+            "{text}"
+        );
+        let json = serde_json::to_value(p.document()).unwrap();
+        let policy = json["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "iam-policy")
+            .unwrap();
+        assert_eq!(policy["changes"].as_array().unwrap().len(), 3, "{policy}");
+    }
+
+    #[test]
+    fn a_policy_attached_to_a_same_named_role_that_is_not_ours_is_detached_from_it_and_named() {
+        let mut f = full();
+        f.controller_role = Some(role("KarpenterControllerRole-demo", Tags::new()));
+        f.policies[0].other_versions.clear();
+        let p = plan(&f).unwrap();
+        let item = p
+            .items
+            .iter()
+            .find(|i| i.resource.kind == "iam-policy")
+            .unwrap();
+        assert!(
+            item.resource.reason.ends_with(
+                "detaches it from role KarpenterControllerRole-demo, which is not karpctl's"
+            ),
+            "{}",
+            item.resource.reason
+        );
+        assert!(matches!(
+            item.ops[..],
+            [
+                UninstallOp::DetachRolePolicy { .. },
+                UninstallOp::DeletePolicy { .. }
+            ]
+        ));
+        assert!(!addresses(&p).contains(&"Delete iam-role KarpenterControllerRole-demo".into()));
+    }
+
+    #[test]
+    fn inline_policies_someone_added_to_our_role_are_deleted_before_it() {
+        let mut f = full();
+        f.node_role.as_mut().unwrap().inline_policies = vec!["extra".into()];
+        let p = plan(&f).unwrap();
+        let item = p.items.last().unwrap();
+        assert_eq!(item.resource.address(), "iam-role KarpenterNodeRole-demo");
+        assert_eq!(
+            item.ops[1..],
+            [
+                UninstallOp::DeleteRolePolicy {
+                    role: "KarpenterNodeRole-demo".into(),
+                    name: "extra".into()
+                },
+                UninstallOp::DeleteRole {
+                    name: "KarpenterNodeRole-demo".into()
+                },
+            ]
+        );
+        assert_eq!(
+            item.resource.changes,
+            vec!["- inline policy extra (not karpctl's; deleted with the role)"]
         );
     }
 }
