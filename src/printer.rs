@@ -41,7 +41,6 @@ impl Printer {
     }
 
     /// A progress line for long operations; always stderr so JSON output stays parseable.
-    #[allow(dead_code)]
     pub fn progress(&self, message: impl AsRef<str>) {
         eprintln!("{}", message.as_ref());
     }
