@@ -1,7 +1,8 @@
 //! NodePools as the scheduler sees them: the `karpenter.sh/v1` objects converted to
 //! `karpctl_scheduling::NodePool`, each with the instance types its EC2NodeClass can launch
 //! (allocatable depends on the class's kubelet settings and root volume), drawn from the
-//! catalogue the user chose.
+//! catalogue the user chose. Every error names the file, line and object the NodePool or
+//! EC2NodeClass came from, then the field, as the errors of reading manifests do.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use karpctl_cloud::labels;
 use karpctl_cloud::{Catalogue, CatalogueOptions, InstanceType, NodeSettings, Resources};
 use karpctl_scheduling::kubernetes::requirement;
 use karpctl_scheduling::{Effect, NodePool, Requirements, Taint};
+
+use crate::workloads::Sourced;
 
 /// Where instance types come from and how they are offered.
 #[derive(Clone, Debug)]
@@ -44,28 +47,33 @@ impl CatalogueSource {
 }
 
 /// The node settings an EC2NodeClass implies.
-pub fn node_settings(class: Option<&EC2NodeClass>) -> anyhow::Result<NodeSettings> {
+pub fn node_settings(class: Option<&Sourced<EC2NodeClass>>) -> anyhow::Result<NodeSettings> {
     let mut settings = NodeSettings::default();
-    let Some(class) = class else {
+    let Some(Sourced {
+        origin,
+        object: class,
+    }) = class
+    else {
         return Ok(settings);
     };
-    let name = class.metadata.name.clone().unwrap_or_default();
     if let Some(kubelet) = &class.spec.kubelet {
         settings.max_pods = kubelet.max_pods.map(i64::from);
         settings.pods_per_core = kubelet.pods_per_core.map(i64::from);
     }
-    let root = class
-        .spec
-        .block_device_mappings
+    let mappings = &class.spec.block_device_mappings;
+    let root = mappings
         .iter()
-        .find(|m| m.root_volume)
-        .or_else(|| class.spec.block_device_mappings.first());
-    if let Some(size) = root
-        .and_then(|m| m.ebs.as_ref())
-        .and_then(|e| e.volume_size.as_ref())
-    {
+        .position(|m| m.root_volume)
+        .or(if mappings.is_empty() { None } else { Some(0) });
+    if let Some((i, size)) = root.and_then(|i| {
+        mappings[i]
+            .ebs
+            .as_ref()
+            .and_then(|e| e.volume_size.as_ref())
+            .map(|size| (i, size))
+    }) {
         let bytes = Resources::from_quantities([("ephemeral-storage", size.as_str())])
-            .map_err(|e| anyhow!("EC2NodeClass/{name}: spec.blockDeviceMappings: volumeSize: {e}"))?
+            .map_err(|e| anyhow!("{origin}: spec.blockDeviceMappings[{i}].ebs.volumeSize: {e}"))?
             .ephemeral_storage;
         settings.root_volume_bytes = bytes;
     }
@@ -74,16 +82,20 @@ pub fn node_settings(class: Option<&EC2NodeClass>) -> anyhow::Result<NodeSetting
 
 /// Convert every NodePool, loading one catalogue per distinct node class.
 pub fn node_pools(
-    pools: &[ApiNodePool],
-    classes: &[EC2NodeClass],
+    pools: &[Sourced<ApiNodePool>],
+    classes: &[Sourced<EC2NodeClass>],
     source: &CatalogueSource,
 ) -> anyhow::Result<(Vec<NodePool>, Vec<String>)> {
     let mut notes = Vec::new();
     let mut catalogues: BTreeMap<String, Arc<Vec<InstanceType>>> = BTreeMap::new();
     let mut out = Vec::new();
-    for pool in pools {
+    for Sourced {
+        origin,
+        object: pool,
+    } in pools
+    {
         let name = pool.metadata.name.clone().unwrap_or_default();
-        let at = |field: &str, e: &dyn std::fmt::Display| anyhow!("NodePool/{name}: {field}: {e}");
+        let at = |field: &str, e: &dyn std::fmt::Display| anyhow!("{origin}: {field}: {e}");
         if pool.spec.replicas.is_some() {
             notes.push(format!(
                 "NodePool/{name} is static (spec.replicas); it takes no part in provisioning"
@@ -93,14 +105,14 @@ pub fn node_pools(
         let class_name = &pool.spec.template.spec.node_class_ref.name;
         let class = classes
             .iter()
-            .find(|c| c.metadata.name.as_deref() == Some(class_name.as_str()));
+            .find(|c| c.object.metadata.name.as_deref() == Some(class_name.as_str()));
         if class.is_none() && !classes.is_empty() {
             notes.push(format!(
                 "NodePool/{name} refers to EC2NodeClass/{class_name}, which is not in the input; default node settings assumed"
             ));
         }
         let key = class
-            .map(|c| c.metadata.name.clone().unwrap_or_default())
+            .map(|c| c.object.metadata.name.clone().unwrap_or_default())
             .unwrap_or_default();
         let instance_types = match catalogues.get(&key) {
             Some(c) => c.clone(),
@@ -116,7 +128,7 @@ pub fn node_pools(
         for (i, r) in spec.requirements.iter().enumerate() {
             let field = format!("spec.template.spec.requirements[{i}]");
             let mut req = requirement(&r.key, &r.operator, &r.values, &field)
-                .map_err(|e| anyhow!("NodePool/{name}: {e}"))?;
+                .map_err(|e| anyhow!("{origin}: {e}"))?;
             if let Some(min) = r.min_values {
                 req = req
                     .with_min_values(Some(min.max(0) as usize))
@@ -126,7 +138,7 @@ pub fn node_pools(
                 for v in &r.values {
                     if !instance_types.iter().any(|it| &it.name == v) {
                         bail!(
-                            "NodePool/{name}: {field}: unknown instance type {v:?} (not in the catalogue for {})",
+                            "{origin}: {field}: unknown instance type {v:?} (not in the catalogue for {})",
                             source.region
                         );
                     }

@@ -13,7 +13,7 @@ use anyhow::{Context, anyhow, bail};
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::batch::v1 as batch;
 use k8s_openapi::api::core::v1 as core;
-use karpctl_api::manifest;
+use karpctl_api::manifest::{self, Object, Origin};
 use karpctl_api::v1::{EC2NodeClass, NodePool};
 use karpctl_scheduling::kubernetes::{existing_node, pod_from_spec};
 use karpctl_scheduling::{ExistingNode, Pod};
@@ -28,17 +28,26 @@ pub struct Cluster {
     pub pods: Vec<Pod>,
     pub daemon_sets: Vec<Pod>,
     pub nodes: Vec<ExistingNode>,
-    pub node_pools: Vec<NodePool>,
-    pub node_classes: Vec<EC2NodeClass>,
+    pub node_pools: Vec<Sourced<NodePool>>,
+    pub node_classes: Vec<Sourced<EC2NodeClass>>,
     /// What was converted or skipped, for stderr.
     pub notes: Vec<String>,
+}
+
+/// An object with where it was read from, so errors found after reading (a NodePool naming
+/// an instance type the catalogue lacks) name the file, document line and object as the
+/// errors of reading do.
+#[derive(Clone, Debug)]
+pub struct Sourced<T> {
+    pub origin: Origin,
+    pub object: T,
 }
 
 /// Read every file (`-` is stdin) into one cluster.
 pub fn read(files: &[PathBuf]) -> anyhow::Result<Cluster> {
     let mut cluster = Cluster::default();
     let mut bound: Vec<(String, Pod)> = Vec::new();
-    let mut nodes: Vec<(String, core::Node)> = Vec::new();
+    let mut nodes: Vec<(Origin, core::Node)> = Vec::new();
     for file in files {
         let name = file.display().to_string();
         let text = if name == "-" {
@@ -55,22 +64,32 @@ pub fn read(files: &[PathBuf]) -> anyhow::Result<Cluster> {
         cluster
             .notes
             .extend(manifests.notes.iter().map(|n| format!("{source}: {n}")));
-        cluster.node_pools.extend(manifests.node_pools().cloned());
-        cluster
-            .node_classes
-            .extend(manifests.ec2_node_classes().cloned());
-        for value in manifests.others() {
-            read_object(&source, value, &mut cluster, &mut bound, &mut nodes)?;
+        for (object, origin) in manifests.with_origins() {
+            let origin = origin.clone();
+            match object {
+                Object::NodePool(pool) => cluster.node_pools.push(Sourced {
+                    origin,
+                    object: pool.as_ref().clone(),
+                }),
+                Object::EC2NodeClass(class) => cluster.node_classes.push(Sourced {
+                    origin,
+                    object: class.as_ref().clone(),
+                }),
+                Object::NodeClaim(_) => {}
+                Object::Other(value) => {
+                    read_object(&origin, value, &mut cluster, &mut bound, &mut nodes)?
+                }
+            }
         }
     }
-    for (source, node) in nodes {
+    for (origin, node) in nodes {
         let name = node.metadata.name.clone().unwrap_or_default();
         let pods: Vec<Pod> = bound
             .iter()
             .filter(|(n, _)| *n == name)
             .map(|(_, p)| p.clone())
             .collect();
-        let node = existing_node(&node, pods).map_err(|e| anyhow!("{source}: Node/{name}: {e}"))?;
+        let node = existing_node(&node, pods).map_err(|e| anyhow!("{origin}: {e}"))?;
         cluster.nodes.push(node);
     }
     for (node, pod) in bound {
@@ -96,14 +115,18 @@ fn object_name(value: &Value) -> String {
 }
 
 fn read_object(
-    source: &str,
+    origin: &Origin,
     value: &Value,
     cluster: &mut Cluster,
     bound: &mut Vec<(String, Pod)>,
-    nodes: &mut Vec<(String, core::Node)>,
+    nodes: &mut Vec<(Origin, core::Node)>,
 ) -> anyhow::Result<()> {
     let object = object_name(value);
-    let at = |e: String| anyhow!("{source}: {object}: {e}");
+    let origin = Origin {
+        object: Some(object.clone()),
+        ..origin.clone()
+    };
+    let at = |e: String| anyhow!("{origin}: {e}");
     let kind = value
         .get("kind")
         .and_then(Value::as_str)
@@ -131,7 +154,8 @@ fn read_object(
             )));
         }
         cluster.notes.push(format!(
-            "{source}: {object}: not a workload, node or Karpenter object; ignored"
+            "{}: {object}: not a workload, node or Karpenter object; ignored",
+            origin.source
         ));
         return Ok(());
     }
@@ -150,7 +174,7 @@ fn read_object(
                 None => cluster.pods.push(pod.owner(&object)),
             }
         }
-        "Node" => nodes.push((source.to_string(), strict(value).map_err(at)?)),
+        "Node" => nodes.push((origin.clone(), strict(value).map_err(at)?)),
         "DaemonSet" => {
             let d: apps::DaemonSet = strict(value).map_err(at)?;
             cluster.daemon_sets.push(
@@ -375,6 +399,14 @@ mod tests {
             (
                 "apiVersion: v1\nkind: Pod\nmetadata: {name: p\n",
                 "invalid YAML",
+            ),
+            (
+                "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nstatus: {allocatable: {cpu: many}}\n",
+                "document 2 (line 5), Node/node-1: ",
+            ),
+            (
+                "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: typo}\nspec: {replica: 3, selector: {}, template: {spec: {containers: []}}}\n",
+                "document 2 (line 5), Deployment/typo: spec.replica: unknown field",
             ),
             (
                 "apiVersion: v2\nkind: Pod\nmetadata: {name: p}\n",

@@ -403,25 +403,61 @@ mod tests {
         assert!(text.contains("Plan: "), "{text}");
     }
 
+    /// Regression: NodePool and EC2NodeClass errors found after reading (an instance type the
+    /// catalogue lacks, a limit or volume size that does not parse) named the object but not
+    /// the file or line, unlike every error of reading itself.
     #[test]
-    fn unknown_instance_types_are_refused() {
-        let dir = std::env::temp_dir();
-        let path = dir.join(format!("karpctl-bad-pool-{}.yaml", std::process::id()));
-        std::fs::write(
-            &path,
-            "apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {name: p}\nspec:\n  template:\n    spec:\n      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: d}\n      requirements:\n        - {key: node.kubernetes.io/instance-type, operator: In, values: [m5.huge]}\n",
-        )
-        .unwrap();
-        let cluster = workloads::read(std::slice::from_ref(&path)).unwrap();
-        let _ = std::fs::remove_file(&path);
-        let err =
-            node_pools(&cluster.node_pools, &cluster.node_classes, &source(&args())).unwrap_err();
-        let text = format!("{err:#}");
-        assert!(
-            text.contains("NodePool/p")
-                && text.contains("m5.huge")
-                && text.contains("requirements[0]"),
-            "{text}"
-        );
+    fn pool_and_class_errors_name_file_line_object_and_field() {
+        const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\n";
+        const CLASS: &str = "apiVersion: karpenter.k8s.aws/v1\nkind: EC2NodeClass\nmetadata: {name: d}\nspec:\n  amiSelectorTerms: [{alias: al2023@latest}]\n  role: r\n  subnetSelectorTerms: [{tags: {a: b}}]\n  securityGroupSelectorTerms: [{tags: {a: b}}]\n";
+        let pool = |requirements: &str, limits: &str| {
+            format!(
+                "apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {{name: p}}\nspec:\n  template:\n    spec:\n      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: d}}\n      requirements: [{requirements}]\n  limits: {{{limits}}}\n"
+            )
+        };
+        // (file contents, what the error must name after the file)
+        let cases = [
+            (
+                format!(
+                    "{NAMESPACE}{}",
+                    pool(
+                        "{key: node.kubernetes.io/instance-type, operator: In, values: [m5.huge]}",
+                        ""
+                    )
+                ),
+                "document 2 (line 5), NodePool/p: spec.template.spec.requirements[0]: unknown instance type \"m5.huge\"",
+            ),
+            (
+                format!("{NAMESPACE}{}", pool("", "nodes: 1.5")),
+                "document 2 (line 5), NodePool/p: spec.limits.nodes: ",
+            ),
+            (
+                format!("{NAMESPACE}{}", pool("", "cpu: lots")),
+                "document 2 (line 5), NodePool/p: spec.limits.cpu: ",
+            ),
+            (
+                format!(
+                    "{NAMESPACE}{CLASS}  blockDeviceMappings:\n    - {{deviceName: /dev/xvda, rootVolume: true, ebs: {{volumeSize: huge}}}}\n---\n{}",
+                    pool("", "")
+                ),
+                "document 2 (line 5), EC2NodeClass/d: spec.blockDeviceMappings[0].ebs.volumeSize: ",
+            ),
+        ];
+        let dir = std::env::temp_dir().join(format!("karpctl-bad-pools-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, (yaml, want)) in cases.iter().enumerate() {
+            let path = dir.join(format!("case-{i}.yaml"));
+            std::fs::write(&path, yaml).unwrap();
+            let err = workloads::read(std::slice::from_ref(&path))
+                .and_then(|c| node_pools(&c.node_pools, &c.node_classes, &source(&args())))
+                .map(|_| ())
+                .unwrap_err();
+            let text = format!("{err:#}");
+            assert!(
+                text.starts_with(&format!("{}: {want}", path.display())),
+                "case {i}: {text}\nshould start with the file, then: {want}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

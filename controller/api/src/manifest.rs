@@ -43,6 +43,9 @@ impl Object {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Manifests {
     pub objects: Vec<Object>,
+    /// Where each object was read from, parallel to `objects`, so errors found later (a
+    /// NodePool naming an unknown instance type) can name the file and line too.
+    pub origins: Vec<Origin>,
     /// One per change made converting v1beta1 objects.
     pub notes: Vec<Note>,
 }
@@ -75,6 +78,11 @@ impl Manifests {
             Object::Other(value) => Some(value),
             _ => None,
         })
+    }
+
+    /// Every object with where it was read from.
+    pub fn with_origins(&self) -> impl Iterator<Item = (&Object, &Origin)> {
+        self.objects.iter().zip(&self.origins)
     }
 }
 
@@ -197,10 +205,19 @@ pub fn read_values(documents: Vec<(Value, Origin)>) -> Result<Manifests> {
     move_kubelets(&mut converted, displaced, &mut notes);
 
     let mut objects = Vec::with_capacity(converted.len());
+    let mut origins = Vec::with_capacity(converted.len());
     for (value, origin) in converted {
-        objects.push(decode(value).map_err(|errors| Error::Invalid { origin, errors })?);
+        objects.push(decode(value).map_err(|errors| Error::Invalid {
+            origin: origin.clone(),
+            errors,
+        })?);
+        origins.push(origin);
     }
-    Ok(Manifests { objects, notes })
+    Ok(Manifests {
+        objects,
+        origins,
+        notes,
+    })
 }
 
 /// Give each EC2NodeClass the kubelet block its v1beta1 NodePools carried, where that is
