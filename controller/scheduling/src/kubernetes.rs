@@ -150,6 +150,7 @@ fn with_match_label_keys(
 fn affinity_term(
     t: &core::PodAffinityTerm,
     labels: &BTreeMap<String, String>,
+    anti: bool,
     field: &str,
 ) -> Result<PodAffinityTerm, ConversionError> {
     let selector = match &t.label_selector {
@@ -167,16 +168,75 @@ fn affinity_term(
     if t.topology_key.is_empty() {
         return Err(err(format!("{field}.topologyKey"), "must not be empty"));
     }
+    let (namespaces, all_namespaces) = namespace_scope(t, anti, field)?;
     Ok(PodAffinityTerm {
         topology_key: t.topology_key.clone(),
         selector: with_match_label_keys(selector, t.match_label_keys.as_ref(), labels),
-        namespaces: t.namespaces.clone().unwrap_or_default(),
-        // An empty namespaceSelector ({}) selects every namespace.
-        all_namespaces: t.namespace_selector.as_ref().is_some_and(|s| {
-            s.match_labels.as_ref().is_none_or(|m| m.is_empty())
-                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
-        }),
+        namespaces,
+        all_namespaces,
     })
+}
+
+/// The label the API server puts on every Namespace: its own name.
+const NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
+
+/// The namespaces a term counts pods in: `namespaces` united with those its
+/// `namespaceSelector` selects (neither given: the pod's own, an empty list here).
+///
+/// Namespace labels are not an input of the scheduler, so a non-empty selector is resolved
+/// only when it names namespaces by their `kubernetes.io/metadata.name` label (matchLabels
+/// or `In`), which is exact. Any other selector is approximated: for anti-affinity as every
+/// namespace (more pods count, so the plan may keep pods apart that could share a node or
+/// zone, but never puts one where the kube-scheduler would refuse it); for affinity as the
+/// listed namespaces, or the pod's own when none are listed (it may count pods the
+/// kube-scheduler would not, or miss some it would).
+fn namespace_scope(
+    t: &core::PodAffinityTerm,
+    anti: bool,
+    field: &str,
+) -> Result<(Vec<String>, bool), ConversionError> {
+    let mut namespaces = t.namespaces.clone().unwrap_or_default();
+    let Some(s) = &t.namespace_selector else {
+        return Ok((namespaces, false));
+    };
+    let s = label_selector(s, &format!("{field}.namespaceSelector"))?;
+    if s.match_labels.is_empty() && s.match_expressions.is_empty() {
+        // An empty namespaceSelector ({}) selects every namespace.
+        return Ok((Vec::new(), true));
+    }
+    // Names allowed by every part of the selector, when each part is by name.
+    let mut named: Option<Vec<String>> = None;
+    let mut by_name_only = true;
+    let mut allow = |names: Vec<String>| {
+        named = Some(match named.take() {
+            None => names,
+            Some(before) => before.into_iter().filter(|n| names.contains(n)).collect(),
+        });
+    };
+    for (k, v) in &s.match_labels {
+        if k == NAMESPACE_NAME {
+            allow(vec![v.clone()]);
+        } else {
+            by_name_only = false;
+        }
+    }
+    for e in &s.match_expressions {
+        if e.key == NAMESPACE_NAME && e.operator == SelectorOperator::In {
+            allow(e.values.clone());
+        } else {
+            by_name_only = false;
+        }
+    }
+    match named {
+        Some(names) if by_name_only && !names.is_empty() => {
+            namespaces.extend(names);
+            namespaces.sort();
+            namespaces.dedup();
+            Ok((namespaces, false))
+        }
+        _ if anti => Ok((Vec::new(), true)),
+        _ => Ok((namespaces, false)),
+    }
 }
 
 /// Required terms, and preferred terms with their weights.
@@ -188,12 +248,13 @@ fn affinity_terms(
     required: Option<&[core::PodAffinityTerm]>,
     preferred: Option<&[core::WeightedPodAffinityTerm]>,
     labels: &BTreeMap<String, String>,
+    anti: bool,
     field: &str,
 ) -> Result<AffinityTerms, ConversionError> {
     let required = (required.unwrap_or_default().iter().enumerate())
         .map(|(i, t)| {
             let f = format!("{field}.requiredDuringSchedulingIgnoredDuringExecution[{i}]");
-            affinity_term(t, labels, &f)
+            affinity_term(t, labels, anti, &f)
         })
         .collect::<Result<_, _>>()?;
     let preferred = (preferred.unwrap_or_default().iter().enumerate())
@@ -201,7 +262,10 @@ fn affinity_terms(
             let f = format!(
                 "{field}.preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm"
             );
-            Ok((t.weight, affinity_term(&t.pod_affinity_term, labels, &f)?))
+            Ok((
+                t.weight,
+                affinity_term(&t.pod_affinity_term, labels, anti, &f)?,
+            ))
         })
         .collect::<Result<_, _>>()?;
     Ok((required, preferred))
@@ -328,6 +392,7 @@ pub fn pod_from_spec(
                 pa.preferred_during_scheduling_ignored_during_execution
                     .as_deref(),
                 labels,
+                false,
                 &format!("{field}.affinity.podAffinity"),
             )?;
             pod.affinity.extend(required);
@@ -340,6 +405,7 @@ pub fn pod_from_spec(
                 pa.preferred_during_scheduling_ignored_during_execution
                     .as_deref(),
                 labels,
+                true,
                 &format!("{field}.affinity.podAntiAffinity"),
             )?;
             pod.anti_affinity.extend(required);
@@ -493,6 +559,103 @@ mod tests {
         assert_eq!(pod.topology_spread.len(), 1);
         assert_eq!(pod.host_ports[0].port, 8080);
         assert!(pod.tolerations[0].exists);
+    }
+
+    /// Regression: a non-empty namespaceSelector was read as "the pod's own namespace", so
+    /// required anti-affinity against pods in other, selected namespaces was not honoured.
+    #[test]
+    fn namespace_selectors_resolve_by_name_or_err_safely() {
+        let by_name = |op: &str, values: &[&str]| {
+            serde_json::json!({"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": op, "values": values}
+            ]})
+        };
+        let team = serde_json::json!({"matchLabels": {"team": "a"}});
+        // (namespaces, namespaceSelector, anti-affinity?) -> (namespaces, all namespaces)
+        type Case<'a> = (
+            Option<Vec<&'a str>>,
+            Option<serde_json::Value>,
+            bool,
+            Vec<&'a str>,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
+            (None, None, true, vec![], false),
+            (Some(vec!["b"]), None, true, vec!["b"], false),
+            (None, Some(serde_json::json!({})), false, vec![], true),
+            (
+                None,
+                Some(by_name("In", &["x", "y"])),
+                true,
+                vec!["x", "y"],
+                false,
+            ),
+            (
+                None,
+                Some(by_name("In", &["x", "y"])),
+                false,
+                vec!["x", "y"],
+                false,
+            ),
+            (
+                None,
+                Some(serde_json::json!({"matchLabels": {"kubernetes.io/metadata.name": "x"}})),
+                true,
+                vec!["x"],
+                false,
+            ),
+            (
+                Some(vec!["b"]),
+                Some(by_name("In", &["x"])),
+                false,
+                vec!["b", "x"],
+                false,
+            ),
+            // Labels the scheduler cannot see: anti-affinity counts every namespace...
+            (None, Some(team.clone()), true, vec![], true),
+            (None, Some(by_name("NotIn", &["x"])), true, vec![], true),
+            // ... affinity keeps the listed namespaces, or the pod's own.
+            (None, Some(team.clone()), false, vec![], false),
+            (Some(vec!["b"]), Some(team), false, vec!["b"], false),
+        ];
+        for (namespaces, selector, anti, want, all) in cases {
+            let mut term = serde_json::json!({
+                "topologyKey": "kubernetes.io/hostname",
+                "labelSelector": {"matchLabels": {"app": "db"}}
+            });
+            if let Some(ns) = &namespaces {
+                term["namespaces"] = serde_json::json!(ns);
+            }
+            if let Some(sel) = &selector {
+                term["namespaceSelector"] = sel.clone();
+            }
+            let block = if anti {
+                "podAntiAffinity"
+            } else {
+                "podAffinity"
+            };
+            let pod = parse(serde_json::json!({
+                "metadata": {"name": "web", "namespace": "a"},
+                "spec": {
+                    "containers": [{"name": "a"}],
+                    "affinity": {block: {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+                }
+            }))
+            .unwrap();
+            let t = if anti {
+                &pod.anti_affinity[0]
+            } else {
+                &pod.affinity[0]
+            };
+            assert_eq!(
+                (
+                    t.namespaces.iter().map(String::as_str).collect::<Vec<_>>(),
+                    t.all_namespaces
+                ),
+                (want, all),
+                "{block} namespaces {namespaces:?} selector {selector:?}"
+            );
+        }
     }
 
     #[test]

@@ -30,7 +30,9 @@ pub struct TopologySpread {
 
 /// A pod (anti-)affinity term: pods matching `selector` in `namespaces` (the pod's own
 /// namespace when empty, every namespace when `all_namespaces`) within one `topology_key`
-/// domain.
+/// domain. A `namespaceSelector` is resolved into these two fields at the edge
+/// ([`crate::kubernetes`]; approximated when it needs namespace labels, see
+/// `docs/scheduling.md`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PodAffinityTerm {
     pub topology_key: String,
