@@ -153,9 +153,9 @@ pub trait MetricsSink: Send + Sync + 'static {
     }
     /// `karpenter_cluster_state_node_count` and `karpenter_cluster_state_synced`.
     fn cluster_state(&self, _nodes: usize, _synced: bool) {}
-    /// `karpenter_pods_state{...}`: every pod's label values (`crate::podstate::LABELS`),
-    /// replacing the previous set.
-    fn pods_state(&self, _series: Vec<crate::metrics::Labels<10>>) {}
+    /// `karpenter_pods_state{...}`: where every pod's series (`crate::podstate::LABELS`) are
+    /// read from at each scrape.
+    fn pods_state(&self, _collector: crate::metrics::Collector<10>) {}
 }
 
 /// Counts nothing.
@@ -213,8 +213,7 @@ impl MetricsSink for crate::metrics::Metrics {
         self.cluster_state_synced
             .set([], if synced { 1.0 } else { 0.0 });
     }
-    fn pods_state(&self, series: Vec<crate::metrics::Labels<10>>) {
-        self.pods_state
-            .replace(series.into_iter().map(|labels| (labels, 1.0)));
+    fn pods_state(&self, collector: crate::metrics::Collector<10>) {
+        self.pods_state.collect_from(collector);
     }
 }

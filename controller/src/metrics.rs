@@ -61,8 +61,9 @@ pub struct MetricSet {
     /// `karpenter_nodes_terminated_total{nodepool}`.
     pub nodes_terminated_total: Counter<1>,
     /// `karpenter_pods_state{name,namespace,owner,node,nodepool,zone,arch,capacity_type,
-    /// instance_type,phase}`, 1 per pod; remove a pod's series when it goes away.
-    pub pods_state: Gauge<10>,
+    /// instance_type,phase}`, 1 per pod, read from the cluster state at each scrape
+    /// (`crate::podstate::collector`).
+    pub pods_state: Collected<10>,
     /// `karpenter_scheduler_scheduling_duration_seconds{controller}`.
     pub scheduler_scheduling_duration_seconds: Histogram<1>,
     /// `karpenter_provisioner_scheduling_duration_seconds` (the pre-v1 name, still exported).
@@ -131,7 +132,7 @@ impl Metrics {
                 "Number of nodes terminated in total by Karpenter. Labeled by owning nodepool.",
                 ["nodepool"],
             ),
-            pods_state: Gauge::new(
+            pods_state: Collected::new(
                 "karpenter_pods_state",
                 "Pod state is the current state of pods. This metric can be used several ways as it is labeled by the pod name, namespace, owner, node, nodepool name, zone, architecture, capacity type, instance type and pod phase.",
                 [
@@ -261,35 +262,94 @@ impl<const N: usize, V> Family<N, V> {
     }
 
     fn header(&self, out: &mut String, kind: &str) {
-        let _ = writeln!(out, "# HELP {} {}", self.name, escape_help(self.help));
-        let _ = writeln!(out, "# TYPE {} {kind}", self.name);
+        header(out, self.name, self.help, kind);
     }
 
     fn label_text(&self, values: &Labels<N>, extra: Option<(&str, &str)>) -> String {
-        let mut pairs: Vec<String> = self
-            .labels
-            .iter()
-            .zip(values)
-            .map(|(name, value)| format!("{name}=\"{}\"", escape_label(value)))
-            .collect();
-        if let Some((name, value)) = extra {
-            pairs.push(format!("{name}=\"{}\"", escape_label(value)));
-        }
-        if pairs.is_empty() {
-            String::new()
-        } else {
-            format!("{{{}}}", pairs.join(","))
-        }
+        label_text(&self.labels, &values.each_ref().map(|v| &**v), extra)
     }
 }
 
-/// One series' label values, in the family's label order. Shared strings: families with a
-/// series per pod (`karpenter_pods_state`) repeat the same namespaces, nodes and zones
-/// thousands of times, and their producers hand in one copy of each.
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// `{a="1",b="2"}` (empty without labels), `extra` last (a histogram's `le`).
+fn label_text(names: &[&str], values: &[&str], extra: Option<(&str, &str)>) -> String {
+    let mut pairs: Vec<String> = names
+        .iter()
+        .zip(values)
+        .map(|(name, value)| format!("{name}=\"{}\"", escape_label(value)))
+        .collect();
+    if let Some((name, value)) = extra {
+        pairs.push(format!("{name}=\"{}\"", escape_label(value)));
+    }
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", pairs.join(","))
+    }
+}
+
+/// One stored series' label values, in the family's label order.
 pub type Labels<const N: usize> = [Arc<str>; N];
 
 fn key<const N: usize>(labels: [&str; N]) -> Labels<N> {
     labels.map(Arc::from)
+}
+
+/// Reads a collected family's series: calls `emit` once per series with its label values
+/// (in the family's label order) and its value.
+pub type Collector<const N: usize> = Arc<dyn Fn(&mut dyn FnMut([&str; N], f64)) + Send + Sync>;
+
+/// A gauge family whose series are read at each scrape from data the process already holds
+/// rather than stored. `karpenter_pods_state` has a series per pod and the cluster state
+/// holds every pod: a stored copy of 10,000 pods' label values was several MB of the
+/// controller's memory, and it could only be as fresh as its last recomputation.
+pub struct Collected<const N: usize> {
+    name: &'static str,
+    help: &'static str,
+    labels: [&'static str; N],
+    collector: Mutex<Option<Collector<N>>>,
+}
+
+impl<const N: usize> Collected<N> {
+    fn new(name: &'static str, help: &'static str, labels: [&'static str; N]) -> Self {
+        Collected {
+            name,
+            help,
+            labels,
+            collector: Mutex::new(None),
+        }
+    }
+
+    /// Where the series come from from now on (until then the family has none).
+    pub fn collect_from(&self, collector: Collector<N>) {
+        *self.collector.lock().unwrap_or_else(|e| e.into_inner()) = Some(collector);
+    }
+}
+
+impl<const N: usize> Render for Collected<N> {
+    fn render(&self, out: &mut String) {
+        header(out, self.name, self.help, "gauge");
+        let collector = self
+            .collector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(collect) = collector {
+            collect(&mut |values, value| {
+                let _ = writeln!(
+                    out,
+                    "{}{} {}",
+                    self.name,
+                    label_text(&self.labels, &values, None),
+                    number(value)
+                );
+            });
+        }
+    }
 }
 
 /// A monotonically increasing count.
@@ -362,12 +422,6 @@ impl<const N: usize> Gauge<N> {
     /// Keeps only the series `keep` accepts (given the label values in order).
     pub fn retain(&self, mut keep: impl FnMut(&Labels<N>) -> bool) {
         self.0.lock().retain(|labels, _| keep(labels));
-    }
-
-    /// Replaces every series at once (a scrape never sees half of the old and new sets), for
-    /// families recomputed whole from the cluster state such as `karpenter_pods_state`.
-    pub fn replace(&self, series: impl IntoIterator<Item = (Labels<N>, f64)>) {
-        *self.0.lock() = series.into_iter().collect();
     }
 
     pub fn get(&self, labels: [&str; N]) -> Option<f64> {
@@ -615,40 +669,69 @@ mod tests {
     #[test]
     fn gauges_set_and_remove_series() {
         let metrics = Metrics::new();
-        let pod = [
-            "web-1",
-            "default",
-            "web",
-            "node-a",
-            "default",
-            "us-west-2a",
-            "amd64",
-            "on-demand",
-            "m5.large",
-            "Running",
-        ];
-        metrics.pods_state.set(pod, 1.0);
         metrics.nodepools_usage.set(["default", "cpu"], 2.5);
+        metrics.nodepools_usage.set(["other", "cpu"], 1.0);
         metrics.cluster_state_synced.set([], 1.0);
         let text = metrics.render();
         assert_eq!(
-            samples(&text, "karpenter_pods_state"),
-            [concat!(
-                r#"karpenter_pods_state{name="web-1",namespace="default",owner="web","#,
-                r#"node="node-a",nodepool="default",zone="us-west-2a",arch="amd64","#,
-                r#"capacity_type="on-demand",instance_type="m5.large",phase="Running"} 1"#
-            )]
-        );
-        assert_eq!(
             samples(&text, "karpenter_nodepools_usage"),
-            [r#"karpenter_nodepools_usage{nodepool="default",resource_type="cpu"} 2.5"#]
+            [
+                r#"karpenter_nodepools_usage{nodepool="default",resource_type="cpu"} 2.5"#,
+                r#"karpenter_nodepools_usage{nodepool="other",resource_type="cpu"} 1"#
+            ]
         );
         assert_eq!(
             samples(&text, "karpenter_cluster_state_synced"),
             ["karpenter_cluster_state_synced 1"]
         );
-        metrics.pods_state.retain(|labels| &*labels[0] != "web-1");
+        metrics
+            .nodepools_usage
+            .retain(|labels| &*labels[0] != "other");
+        metrics.nodepools_usage.remove(["default", "cpu"]);
+        assert!(samples(&metrics.render(), "karpenter_nodepools_usage").is_empty());
+    }
+
+    #[test]
+    fn a_collected_family_reads_its_series_at_each_scrape() {
+        let metrics = Metrics::new();
         assert!(samples(&metrics.render(), "karpenter_pods_state").is_empty());
+        let phase = Arc::new(Mutex::new("Pending"));
+        let source = phase.clone();
+        metrics.pods_state.collect_from(Arc::new(move |emit| {
+            let phase = *source.lock().unwrap();
+            emit(
+                [
+                    "web-1",
+                    "default",
+                    "web",
+                    "node-a",
+                    "default",
+                    "us-west-2a",
+                    "amd64",
+                    "on-demand",
+                    "m5.large",
+                    phase,
+                ],
+                1.0,
+            );
+        }));
+        let line = |phase: &str| {
+            let head = concat!(
+                r#"karpenter_pods_state{name="web-1",namespace="default",owner="web","#,
+                r#"node="node-a",nodepool="default",zone="us-west-2a",arch="amd64","#,
+                r#"capacity_type="on-demand",instance_type="m5.large",phase=""#
+            );
+            format!(r#"{head}{phase}"}} 1"#)
+        };
+        assert_eq!(
+            samples(&metrics.render(), "karpenter_pods_state"),
+            [line("Pending")]
+        );
+        *phase.lock().unwrap() = "Running";
+        assert_eq!(
+            samples(&metrics.render(), "karpenter_pods_state"),
+            [line("Running")]
+        );
     }
 
     #[test]

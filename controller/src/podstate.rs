@@ -1,24 +1,22 @@
 //! `karpenter_pods_state`: one series per pod in the cluster, labelled with where it runs
 //! (node, and that node's NodePool, zone, architecture, capacity type and instance type) and
 //! its phase, so dashboards can count pending pods per pool or pods per instance type. It is
-//! recomputed whole from the watched cluster state, so a deleted pod's series disappears with
-//! the pod and a pod that moves or changes phase never leaves a stale one behind.
+//! read from the watched cluster state at each scrape, so a deleted pod's series disappears
+//! with the pod, a pod that moves or changes phase never leaves a stale one behind, and the
+//! series cost no memory of their own.
 //!
 //! Labels and their values follow upstream's pod metrics controller: `owner` is the first
 //! owner reference as a self link (`/apis/apps/v1/namespaces/default/replicasets/web-abc`),
 //! node facts come from the Node's labels and are empty while the pod is unbound.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use karpctl_api::labels;
 use kube::ResourceExt;
 
-use crate::events::MetricsSink;
-use crate::metrics::Labels;
-use crate::state::{self, ClusterState, PodRecord, SharedState};
+use crate::metrics::Collector;
+use crate::state::{self, PodRecord, SharedState};
 
 /// The label names, in the order [`labels_for`] returns their values.
 pub const LABELS: [&str; 10] = [
@@ -34,71 +32,36 @@ pub const LABELS: [&str; 10] = [
     "phase",
 ];
 
-/// One pod's label values; `node` is the Node it is bound to, if the state has it. Values
-/// come from `shared`, so a value many pods repeat (namespace, node, zone, ...) is one string.
-pub fn labels_for(
-    pod: &PodRecord,
-    node: Option<&Node>,
-    shared: &mut HashSet<Arc<str>>,
-) -> Labels<10> {
-    let mut one = |v: &str| -> Arc<str> {
-        match shared.get(v) {
-            Some(s) => s.clone(),
-            None => {
-                let s: Arc<str> = Arc::from(v);
-                shared.insert(s.clone());
-                s
-            }
-        }
-    };
+/// One pod's label values; `node` is the Node it is bound to, if the state has it.
+pub fn labels_for<'a>(pod: &'a PodRecord, node: Option<&'a Node>) -> [&'a str; 10] {
     let node_label = |key: &str| node.and_then(|n| n.labels().get(key)).map_or("", |v| v);
     [
-        Arc::from(&*pod.name),
-        one(&pod.namespace),
-        one(pod.owner.as_deref().unwrap_or_default()),
-        one(pod.node_name.as_deref().unwrap_or_default()),
-        one(node_label(labels::NODE_POOL)),
-        one(node_label(labels::TOPOLOGY_ZONE)),
-        one(node_label(labels::ARCH)),
-        one(node_label(labels::CAPACITY_TYPE)),
-        one(node_label(labels::INSTANCE_TYPE)),
-        one(pod.phase.as_deref().unwrap_or_default()),
+        &pod.name,
+        &pod.namespace,
+        pod.owner.as_deref().unwrap_or_default(),
+        pod.node_name.as_deref().unwrap_or_default(),
+        node_label(labels::NODE_POOL),
+        node_label(labels::TOPOLOGY_ZONE),
+        node_label(labels::ARCH),
+        node_label(labels::CAPACITY_TYPE),
+        node_label(labels::INSTANCE_TYPE),
+        pod.phase.as_deref().unwrap_or_default(),
     ]
 }
 
-/// Every pod's series, from the cluster state.
-pub fn series(state: &ClusterState) -> Vec<Labels<10>> {
-    let mut shared = HashSet::new();
-    state
-        .pods()
-        .map(|p| {
-            let node = p.node_name.as_deref().and_then(|n| state.node(n));
-            labels_for(p, node, &mut shared)
-        })
-        .collect()
-}
-
-/// Recompute the series after changes (at most every 2 s) and every 30 s, once synced.
-pub async fn run(
-    shared: SharedState,
-    metrics: Arc<dyn MetricsSink>,
-    mut changes: tokio::sync::watch::Receiver<u64>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
-    loop {
-        tokio::select! {
-            r = changes.changed() => if r.is_err() { return },
-            _ = tick.tick() => {},
+/// Every pod's series, read from `shared` (none until the state has synced, so a scrape
+/// never shows a half-listed cluster).
+pub fn collector(shared: SharedState) -> Collector<10> {
+    Arc::new(move |emit| {
+        let s = state::read(&shared);
+        if !s.synced() {
+            return;
         }
-        let computed = {
-            let s = state::read(&shared);
-            s.synced().then(|| series(&s))
-        };
-        if let Some(all) = computed {
-            metrics.pods_state(all);
+        for pod in s.pods() {
+            let node = pod.node_name.as_deref().and_then(|n| s.node(n));
+            emit(labels_for(pod, node), 1.0);
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    })
 }
 
 #[cfg(test)]
@@ -139,7 +102,7 @@ mod tests {
         }));
         let n = node();
         assert_eq!(
-            labels_for(&p, Some(&n), &mut HashSet::new()),
+            labels_for(&p, Some(&n)),
             [
                 "web-abc-1",
                 "shop",
@@ -152,7 +115,6 @@ mod tests {
                 "m5.large",
                 "Running"
             ]
-            .map(Arc::from)
         );
     }
 
@@ -164,15 +126,27 @@ mod tests {
             "status": {"phase": "Pending"}
         }));
         assert_eq!(
-            labels_for(&p, None, &mut HashSet::new()),
-            ["lonely", "default", "", "", "", "", "", "", "", "Pending"].map(Arc::from)
+            labels_for(&p, None),
+            ["lonely", "default", "", "", "", "", "", "", "", "Pending"]
         );
     }
 
+    /// The `karpenter_pods_state` sample lines of a scrape.
+    fn scrape(metrics: &crate::metrics::Metrics) -> Vec<String> {
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("karpenter_pods_state{"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     #[test]
-    fn series_follow_the_state_and_drop_deleted_pods() {
-        let mut s = ClusterState::new();
-        s.apply(node());
+    fn every_scrape_reads_the_state_as_it_is_then() {
+        use crate::events::MetricsSink;
+        let shared: SharedState = Default::default();
+        let metrics = crate::metrics::Metrics::new();
+        metrics.pods_state(collector(shared.clone()));
         let bound = pod(json!({
             "metadata": {"name": "a", "namespace": "default"},
             "spec": {"nodeName": "ip-10-0-1-5", "containers": []},
@@ -183,36 +157,34 @@ mod tests {
             "spec": {"containers": []},
             "status": {"phase": "Pending"}
         }));
-        s.apply(bound.clone());
-        s.apply(pending.clone());
-        let all = series(&s);
-        assert_eq!(all.len(), 2);
-        assert_eq!(
-            &*all[0][4], "web",
-            "the bound pod's nodepool comes from its node"
-        );
-        assert_eq!(&*all[1][9], "Pending");
+        {
+            let mut s = state::write(&shared);
+            s.apply(node());
+            s.apply(bound.clone());
+            s.apply(pending.clone());
+        }
         assert!(
-            Arc::ptr_eq(&all[0][1], &all[1][1]),
-            "one copy of a namespace for every pod in it"
+            scrape(&metrics).is_empty(),
+            "nothing before the state synced"
         );
-        s.delete(&pending);
-        let all = series(&s);
-        assert_eq!(all.len(), 1);
-        assert_eq!(&*all[0][0], "a");
+        {
+            let mut s = state::write(&shared);
+            for kind in state::Kind::ALL {
+                s.mark_synced(kind);
+            }
+        }
+        let lines = scrape(&metrics);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with(r#"karpenter_pods_state{name="a",namespace="default",owner="",node="ip-10-0-1-5",nodepool="web""#),
+            "the bound pod's nodepool comes from its node: {lines:?}"
+        );
+        assert!(lines[1].contains(r#"phase="Pending"} 1"#), "{lines:?}");
 
-        let metrics = crate::metrics::Metrics::new();
-        metrics.pods_state(series(&s));
-        let text = metrics.render();
-        assert!(
-            text.contains(r#"karpenter_pods_state{name="a",namespace="default",owner="",node="ip-10-0-1-5",nodepool="web""#),
-            "{text}"
-        );
-        s.delete(&bound);
-        metrics.pods_state(series(&s));
-        assert!(
-            !metrics.render().contains("karpenter_pods_state{"),
-            "a deleted pod's series goes with it"
-        );
+        state::write(&shared).delete(&pending);
+        let lines = scrape(&metrics);
+        assert_eq!(lines.len(), 1, "a deleted pod's series goes with it");
+        state::write(&shared).delete(&bound);
+        assert!(scrape(&metrics).is_empty());
     }
 }

@@ -332,7 +332,11 @@ pub fn scheduling_pool(
 
 /// A claim not yet initialized still carries startup/unregistered taints that will go away;
 /// the scheduler must see its node as it will be.
-fn in_flight_node(node: &Node, claim: Option<&NodeClaim>, pods: Vec<Pod>) -> Option<ExistingNode> {
+fn in_flight_node(
+    node: &Node,
+    claim: Option<&NodeClaim>,
+    pods: Vec<Arc<Pod>>,
+) -> Option<ExistingNode> {
     let mut existing = existing_node(node, pods).ok()?;
     let initialized = node
         .labels()
@@ -351,7 +355,7 @@ fn in_flight_node(node: &Node, claim: Option<&NodeClaim>, pods: Vec<Pod>) -> Opt
 }
 
 /// A claim with no Node yet, as the scheduler's in-flight node.
-fn in_flight_claim(claim: &NodeClaim, types: &[InstanceType], pods: Vec<Pod>) -> ExistingNode {
+fn in_flight_claim(claim: &NodeClaim, types: &[InstanceType], pods: Vec<Arc<Pod>>) -> ExistingNode {
     let name = claim.name_any();
     let mut node_labels = claim.labels().clone();
     for r in &claim.spec.requirements {
@@ -453,13 +457,14 @@ pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
         .iter()
         .flat_map(|p| p.instance_types.iter().cloned())
         .collect();
-    let nominated_pods = |target: &str| -> Vec<Pod> {
+    // Bound and nominated pods' views are shared with the state, not copied per batch.
+    let nominated_pods = |target: &str| -> Vec<Arc<Pod>> {
         state
             .nominated_to(target, now)
             .iter()
             .filter_map(|k| state.pod(k))
             .filter(|p| state::is_provisionable(p))
-            .filter_map(|p| p.scheduling.as_deref().ok().cloned())
+            .filter_map(|p| p.scheduling.as_ref().ok().cloned())
             .collect()
     };
     let mut existing = Vec::new();
@@ -475,11 +480,11 @@ pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
         if claim.is_some_and(|c| c.metadata.deletion_timestamp.is_some()) {
             continue;
         }
-        let mut bound: Vec<Pod> = state
+        let mut bound: Vec<Arc<Pod>> = state
             .pods_on_node(&node.name_any())
             .into_iter()
             .filter(|p| is_active(p))
-            .filter_map(|p| p.scheduling.as_deref().ok().cloned())
+            .filter_map(|p| p.scheduling.as_ref().ok().cloned())
             .collect();
         if let Some(c) = claim {
             bound.extend(nominated_pods(&c.name_any()));
@@ -925,6 +930,7 @@ pub async fn run_with<C: CloudProvider>(
         events: events.clone(),
         metrics: metrics.clone(),
     };
+    metrics.pods_state(crate::podstate::collector(shared.clone()));
     let synced = {
         let shared = shared.clone();
         let metrics = metrics.clone();
@@ -949,6 +955,5 @@ pub async fn run_with<C: CloudProvider>(
         _ = node_classes.run(rx.clone()) => anyhow::bail!("ec2nodeclass reconciler ended"),
         _ = node_pools.run(rx.clone()) => anyhow::bail!("nodepool reconciler ended"),
         _ = synced => anyhow::bail!("sync reporter ended"),
-        _ = crate::podstate::run(shared.clone(), metrics.clone(), rx.clone()) => anyhow::bail!("pod metrics ended"),
     }
 }
