@@ -99,7 +99,7 @@ pub fn verify(input: &Input, results: &Results) -> Vec<String> {
             labels: e.labels.clone(),
             taints: e.taints.clone(),
             allocatable: e.allocatable.clone(),
-            pods: e.pods.iter().map(|p| (p, false)).collect(),
+            pods: e.pods.iter().map(|p| (&**p, false)).collect(),
         });
     }
     for placement in &results.existing {
@@ -430,7 +430,7 @@ mod tests {
                 pods: 29,
                 ..Default::default()
             },
-            pods,
+            pods: pods.into_iter().map(std::sync::Arc::new).collect(),
             ..Default::default()
         }
     }

@@ -260,7 +260,7 @@ mod tests {
             .label("app", "guard")
             .anti_affinity(labels::ZONE, LabelSelector::labels([("app", "web")]));
         let nodes = vec![
-            node("guarded", "us-east-1a", vec![guard]),
+            node("guarded", "us-east-1a", vec![guard.into()]),
             node("same-zone", "us-east-1a", Vec::new()),
             node("other-zone", "us-east-1b", Vec::new()),
         ];

@@ -461,8 +461,11 @@ impl TryFrom<&core::Pod> for Pod {
     }
 }
 
-/// An existing node with the pods bound to it.
-pub fn existing_node(node: &core::Node, pods: Vec<Pod>) -> Result<ExistingNode, ConversionError> {
+/// An existing node with the pods bound to it (owned or already shared).
+pub fn existing_node<P: Into<std::sync::Arc<Pod>>>(
+    node: &core::Node,
+    pods: Vec<P>,
+) -> Result<ExistingNode, ConversionError> {
     let allocatable = node
         .status
         .as_ref()
@@ -499,7 +502,7 @@ pub fn existing_node(node: &core::Node, pods: Vec<Pod>) -> Result<ExistingNode, 
         labels,
         taints,
         allocatable,
-        pods,
+        pods: pods.into_iter().map(Into::into).collect(),
         in_flight: false,
     })
 }

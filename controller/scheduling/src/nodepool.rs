@@ -48,7 +48,9 @@ pub struct ExistingNode {
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     pub allocatable: Resources,
-    /// Pods bound to it, DaemonSet pods included.
-    pub pods: Vec<Pod>,
+    /// Pods bound to it, DaemonSet pods included. Shared: a controller plans every batch
+    /// against the whole cluster, and copying each bound pod into every plan was most of the
+    /// memory a scheduling pass took.
+    pub pods: Vec<Arc<Pod>>,
     pub in_flight: bool,
 }

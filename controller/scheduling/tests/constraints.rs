@@ -429,7 +429,7 @@ fn node_in(name: &str, zone: &str, pods: Vec<karpctl_scheduling::Pod>) -> Existi
             ephemeral_storage: 10 << 30,
             ..Default::default()
         },
-        pods,
+        pods: pods.into_iter().map(std::sync::Arc::new).collect(),
         ..Default::default()
     }
 }

@@ -207,6 +207,7 @@ fn build(s: &Scenario) -> (Vec<NodePool>, Vec<ExistingNode>, Vec<Pod>, Vec<Pod>)
                     (true, _) => resident
                         .anti_affinity(labels::HOSTNAME, LabelSelector::labels([("app", "app1")])),
                 }
+                .into()
             }],
             ..Default::default()
         })
