@@ -698,15 +698,17 @@ async fn memory(sandbox: &Sandbox, client: &Client, options: &Options) -> Result
         "  watches synced after {synced_after:.1} s (karpenter_cluster_state_synced 1, node_count {node_count})"
     );
     println!(
-        "  at sync:                    VmRSS {:>7.1} MiB  VmHWM {:>7.1} MiB",
+        "  at sync:                    VmRSS {:>7.1} MiB  VmHWM {:>7.1} MiB  ({})",
         mib(at_sync.rss_kib),
-        mib(at_sync.hwm_kib)
+        mib(at_sync.hwm_kib),
+        split(&at_sync)
     );
     println!(
-        "  idle {:>3} s later:          VmRSS {:>7.1} MiB  VmHWM {:>7.1} MiB  (max VmRSS sampled {:.1} MiB)",
+        "  idle {:>3} s later:          VmRSS {:>7.1} MiB  VmHWM {:>7.1} MiB  ({}; max VmRSS sampled {:.1} MiB)",
         options.idle,
         mib(idle.rss_kib),
         mib(idle.hwm_kib),
+        split(&idle),
         mib(idle_max)
     );
     println!(
@@ -714,9 +716,10 @@ async fn memory(sandbox: &Sandbox, client: &Client, options: &Options) -> Result
         options.pending
     );
     println!(
-        "                              VmRSS {:>7.1} MiB  VmHWM {:>7.1} MiB  (max VmRSS sampled {:.1} MiB)",
+        "                              VmRSS {:>7.1} MiB  VmHWM {:>7.1} MiB  ({}; max VmRSS sampled {:.1} MiB)",
         mib(after_pass.rss_kib),
         mib(after_pass.hwm_kib),
+        split(&after_pass),
         mib(pass_max)
     );
     Ok(())
@@ -987,6 +990,10 @@ async fn clean_memory_objects(client: &Client) -> Result<()> {
 struct ProcMemory {
     rss_kib: u64,
     hwm_kib: u64,
+    /// The heap and stacks (what the controller allocated and the allocator kept).
+    anon_kib: u64,
+    /// Pages of the binary and its libraries (the code the controller ran).
+    file_kib: u64,
 }
 
 fn proc_memory(pid: u32) -> Result<ProcMemory> {
@@ -1002,7 +1009,18 @@ fn proc_memory(pid: u32) -> Result<ProcMemory> {
     Ok(ProcMemory {
         rss_kib: field("VmRSS:")?,
         hwm_kib: field("VmHWM:")?,
+        anon_kib: field("RssAnon:")?,
+        file_kib: field("RssFile:")?,
     })
+}
+
+/// `anon X MiB + file Y MiB`: heap and stacks, and code, of a resident size.
+fn split(m: &ProcMemory) -> String {
+    format!(
+        "anon {:.1} MiB + file {:.1} MiB",
+        mib(m.anon_kib),
+        mib(m.file_kib)
+    )
 }
 
 fn mib(kib: u64) -> f64 {

@@ -25,7 +25,9 @@ use tokio::signal::unix::{SignalKind, signal};
 /// the memory a burst frees — a watch's first list, a scheduling pass — goes back to the OS
 /// instead of staying resident in per-thread arenas, which is most of the difference between
 /// the live heap and the resident size in a big cluster (docs/benchmarks.md).
-#[cfg(not(target_env = "msvc"))]
+/// (`--features system-allocator` builds with the platform's malloc instead, for heap
+/// profilers such as heaptrack that interpose it.)
+#[cfg(not(any(target_env = "msvc", feature = "system-allocator")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
