@@ -19,7 +19,7 @@ use karpctl_api::v1::{NodeClaim, NodePool};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-use support::controller::{LEASE, NAMESPACE, sandbox_cmd, start_controller};
+use support::controller::{NAMESPACE, forget_lease, sandbox_cmd, start_controller};
 use support::{Sandbox, eventually, sandbox, text, unique};
 
 /// One test at a time drives the controller.
@@ -87,15 +87,7 @@ impl Drop for Run {
             ]);
         }
         let _ = sandbox_cmd(&["controller", "stop"]);
-        let _ = sandbox_cmd(&[
-            "kubectl",
-            "-n",
-            NAMESPACE,
-            "delete",
-            "lease",
-            LEASE,
-            "--ignore-not-found",
-        ]);
+        forget_lease();
         if !std::thread::panicking() {
             assert!(
                 out.status.success(),

@@ -27,7 +27,7 @@ use karpctl_api::v1::{Conditions, EC2NodeClass, NodeClaim, NodePool};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-use support::controller::{LEASE, NAMESPACE, kubectl, sandbox_cmd, start_controller};
+use support::controller::{NAMESPACE, forget_lease, kubectl, sandbox_cmd, start_controller};
 use support::{Sandbox, controller_metrics, eventually, pod_state_series, sandbox, text, unique};
 
 /// Removes every object the test made (workloads, pools, then node classes, which the
@@ -85,14 +85,7 @@ impl Drop for Guard {
             clear_faults();
         }
         let _ = sandbox_cmd(&["controller", "stop"]);
-        let _ = kubectl(&[
-            "-n",
-            NAMESPACE,
-            "delete",
-            "lease",
-            LEASE,
-            "--ignore-not-found",
-        ]);
+        forget_lease();
         if !std::thread::panicking() {
             assert!(failures.is_empty(), "cleaning up: {failures:?}");
         }

@@ -26,7 +26,7 @@ use karpctl_api::v1::{NodeClaim, NodePool};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-use support::controller::{LEASE, NAMESPACE, kubectl, sandbox_cmd, start_controller};
+use support::controller::{NAMESPACE, forget_lease, kubectl, sandbox_cmd, start_controller};
 use support::{Sandbox, eventually, sandbox, text, unique};
 
 /// The running replica's PID, from `controller status -o json`.
@@ -96,14 +96,7 @@ impl Drop for Guard {
             left = kubectl(&["get", "nodes", "-l", &selector, "-o", "name"]);
         }
         let _ = sandbox_cmd(&["controller", "stop"]);
-        let _ = kubectl(&[
-            "-n",
-            NAMESPACE,
-            "delete",
-            "lease",
-            LEASE,
-            "--ignore-not-found",
-        ]);
+        forget_lease();
         if !std::thread::panicking() {
             assert!(
                 out.status.success(),

@@ -71,7 +71,8 @@ impl Events {
     }
 
     pub async fn normal<K: Resource<DynamicType = ()>>(&self, obj: &K, reason: &str, note: String) {
-        self.publish(obj.object_ref(&()), false, reason, note).await;
+        self.publish(obj.object_ref(&()), false, reason, reason, note)
+            .await;
     }
 
     pub async fn warning<K: Resource<DynamicType = ()>>(
@@ -80,10 +81,33 @@ impl Events {
         reason: &str,
         note: String,
     ) {
-        self.publish(obj.object_ref(&()), true, reason, note).await;
+        self.publish(obj.object_ref(&()), true, reason, reason, note)
+            .await;
     }
 
-    async fn publish(&self, reference: ObjectReference, warning: bool, reason: &str, note: String) {
+    /// A Warning whose `action` says which cause it is about. The recorder folds repeats of
+    /// one (reason, action) into the first Event's count without changing its message, so a
+    /// warning whose cause can change (a NodePool's node class failing one way, then another)
+    /// names the cause in its action to get an Event of its own for each.
+    pub async fn warning_for<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        reason: &str,
+        cause: &str,
+        note: String,
+    ) {
+        self.publish(obj.object_ref(&()), true, reason, cause, note)
+            .await;
+    }
+
+    async fn publish(
+        &self,
+        reference: ObjectReference,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let regarding = match &reference.namespace {
             Some(ns) => format!(
                 "{}/{ns}/{}",
@@ -117,7 +141,7 @@ impl Events {
             reason: reason.to_owned(),
             // The API server caps notes at 1 kB.
             note: Some(note.chars().take(1000).collect()),
-            action: reason.to_owned(),
+            action: action.to_owned(),
             secondary: None,
         };
         if let Err(e) = recorder.publish(&event, &reference).await {

@@ -187,24 +187,24 @@ impl NodePoolReconciler {
             if !differs(&old, &new) {
                 continue;
             }
-            let was_ready = {
+            // A Warning when the node class stops being ready, and again whenever the cause
+            // changes (a class is "not resolved yet" before it is "no subnet matches").
+            let cause = |s: &NodePoolStatus| {
                 use karpctl_api::v1::Conditions;
-                old.condition(cond::NODE_CLASS_READY).map(|c| c.status)
-            };
-            let class_problem = {
-                use karpctl_api::v1::Conditions;
-                new.condition(cond::NODE_CLASS_READY)
+                s.condition(cond::NODE_CLASS_READY)
                     .filter(|c| c.status == ConditionStatus::False)
-                    .map(|c| c.message.clone())
+                    .map(|c| (c.reason.clone(), c.message.clone()))
             };
-            if let Some(why) = &class_problem
-                && was_ready != Some(ConditionStatus::False)
+            let was = cause(&old).map(|(reason, _)| reason);
+            if let Some((reason, why)) = &cause(&new)
+                && was.as_ref() != Some(reason)
             {
                 tracing::error!(controller = "nodepool.readiness", NodePool = %json!({"name": name}), reason = %why, "nodepool skipped, its node class is not ready");
                 self.events
-                    .warning(
+                    .warning_for(
                         &pool,
                         reasons::NODE_CLASS_NOT_READY,
+                        reason,
                         format!("NodePool {name} is not ready: {why}"),
                     )
                     .await;

@@ -24,9 +24,8 @@ pub fn kubectl(args: &[&str]) -> Output {
     sandbox_cmd(&all)
 }
 
-/// One replica of this build's controller, as the Deployment's ServiceAccount, after
-/// forgetting any earlier Lease so it leads at once.
-pub fn start_controller() {
+/// Delete the controller's Lease, so the next replica started leads at once.
+pub fn forget_lease() {
     let _ = kubectl(&[
         "-n",
         NAMESPACE,
@@ -35,6 +34,12 @@ pub fn start_controller() {
         LEASE,
         "--ignore-not-found",
     ]);
+}
+
+/// One replica of this build's controller, as the Deployment's ServiceAccount, after
+/// forgetting any earlier Lease so it leads at once.
+pub fn start_controller() {
+    forget_lease();
     let binary = controller_binary();
     let out = sandbox_cmd(&[
         "controller",
