@@ -71,8 +71,7 @@ impl Events {
     }
 
     pub async fn normal<K: Resource<DynamicType = ()>>(&self, obj: &K, reason: &str, note: String) {
-        self.publish(obj.object_ref(&()), false, reason, reason, note)
-            .await;
+        self.publish(obj.object_ref(&()), false, reason, note).await;
     }
 
     pub async fn warning<K: Resource<DynamicType = ()>>(
@@ -81,33 +80,10 @@ impl Events {
         reason: &str,
         note: String,
     ) {
-        self.publish(obj.object_ref(&()), true, reason, reason, note)
-            .await;
+        self.publish(obj.object_ref(&()), true, reason, note).await;
     }
 
-    /// A Warning whose `action` says which cause it is about. The recorder folds repeats of
-    /// one (reason, action) into the first Event's count without changing its message, so a
-    /// warning whose cause can change (a NodePool's node class failing one way, then another)
-    /// names the cause in its action to get an Event of its own for each.
-    pub async fn warning_for<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        reason: &str,
-        cause: &str,
-        note: String,
-    ) {
-        self.publish(obj.object_ref(&()), true, reason, cause, note)
-            .await;
-    }
-
-    async fn publish(
-        &self,
-        reference: ObjectReference,
-        warning: bool,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
+    async fn publish(&self, reference: ObjectReference, warning: bool, reason: &str, note: String) {
         let regarding = match &reference.namespace {
             Some(ns) => format!(
                 "{}/{ns}/{}",
@@ -139,15 +115,29 @@ impl Events {
                 EventType::Normal
             },
             reason: reason.to_owned(),
+            action: action(reason, &note),
             // The API server caps notes at 1 kB.
             note: Some(note.chars().take(1000).collect()),
-            action: action.to_owned(),
             secondary: None,
         };
         if let Err(e) = recorder.publish(&event, &reference).await {
             tracing::warn!(regarding, reason, error = %e, "publishing event failed");
         }
     }
+}
+
+/// The Event's `action`, which kube's recorder folds repeats by: the reason and a digest of
+/// the note. The recorder keys a series on (object, type, reason, action) and keeps the first
+/// Event's message while counting repeats, so with the reason alone a pod first told "nodepool
+/// not ready" and later "nodepool limit reached" would show the stale cause forever. With the
+/// note's digest, repeats of one message still fold into a count (as `kubectl describe`
+/// shows for the scheduler's own Events) and a changed message is an Event of its own.
+pub fn action(reason: &str, note: &str) -> String {
+    // FNV-1a: stable across builds and replicas (std's hasher is randomly seeded).
+    let digest = note.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{reason}-{:08x}", digest as u32)
 }
 
 /// The metric increments reconcilers make, named after the upstream series they feed. Every
@@ -239,5 +229,30 @@ impl MetricsSink for crate::metrics::Metrics {
     }
     fn pods_state(&self, collector: crate::metrics::Collector<10>) {
         self.pods_state.collect_from(collector);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::action;
+
+    #[test]
+    fn one_message_folds_and_a_changed_message_is_an_event_of_its_own() {
+        let not_ready = "Failed to schedule pod, nodepool a is not ready";
+        let limit = "Failed to schedule pod, nodepool a: cpu limit 2 reached";
+        assert_eq!(
+            action("FailedScheduling", not_ready),
+            action("FailedScheduling", not_ready)
+        );
+        assert_ne!(
+            action("FailedScheduling", not_ready),
+            action("FailedScheduling", limit)
+        );
+        let a = action("FailedScheduling", limit);
+        assert!(a.starts_with("FailedScheduling-"), "{a}");
+        // The API server takes at most 128 characters.
+        assert!(a.len() <= 128);
+        // Stable across runs and replicas: the same digest every time.
+        assert_eq!(action("Nominated", ""), "Nominated-84222325");
     }
 }

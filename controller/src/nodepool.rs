@@ -201,10 +201,9 @@ impl NodePoolReconciler {
             {
                 tracing::error!(controller = "nodepool.readiness", NodePool = %json!({"name": name}), reason = %why, "nodepool skipped, its node class is not ready");
                 self.events
-                    .warning_for(
+                    .warning(
                         &pool,
                         reasons::NODE_CLASS_NOT_READY,
-                        reason,
                         format!("NodePool {name} is not ready: {why}"),
                     )
                     .await;
