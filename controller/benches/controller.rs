@@ -76,6 +76,10 @@ struct Options {
     pending: usize,
     /// Seconds the controller is left idle after its watches synced.
     idle: u64,
+    /// Keep the memory run's big cluster afterwards, and measure in the one a previous
+    /// `--reuse` run left if it has the asked-for size (saves creating 11,000 objects when
+    /// comparing builds). `clean` deletes it.
+    reuse: bool,
 }
 
 impl Options {
@@ -91,6 +95,7 @@ impl Options {
             pods: 10_000,
             pending: 50,
             idle: 30,
+            reuse: false,
         };
         let mut it = args.iter().filter(|a| *a != "--bench");
         while let Some(arg) = it.next() {
@@ -113,10 +118,11 @@ impl Options {
                 "--pods" => o.pods = value()?.parse().context("--pods")?,
                 "--pending" => o.pending = value()?.parse().context("--pending")?,
                 "--idle" => o.idle = value()?.parse().context("--idle")?,
+                "--reuse" => o.reuse = true,
                 other => bail!(
                     "unknown argument {other}; usage: [latency|memory|all|clean] [--rounds N] \
                      [--pods-per-round N] [--batch-idle DURATION] [--nodes N] [--pods N] \
-                     [--pending N] [--idle SECONDS]"
+                     [--pending N] [--idle SECONDS] [--reuse]"
                 ),
             }
         }
@@ -165,9 +171,14 @@ async fn run(options: Options) -> Result<()> {
     if options.memory {
         let result = memory(&sandbox, &client, &options).await;
         sandbox.stop_controller();
-        let cleaned = retried(|| clean_memory_objects(&client)).await;
-        result?;
-        cleaned?;
+        if options.reuse {
+            eprintln!("memory: --reuse: the bench cluster stays (`-- clean` deletes it)");
+            result?;
+        } else {
+            let cleaned = retried(|| clean_memory_objects(&client)).await;
+            result?;
+            cleaned?;
+        }
     }
     if options.clean {
         // The controller finalizes the bench pools' NodeClaims, so it runs for the cleanup.
@@ -578,10 +589,15 @@ async fn memory(sandbox: &Sandbox, client: &Client, options: &Options) -> Result
     sandbox.start_controller()?;
     retried(|| delete_pool(client, MEMORY_POOL)).await?;
     sandbox.stop_controller();
-    retried(|| clean_memory_objects(client)).await?;
-
+    let reused =
+        options.reuse && bench_cluster_size(client).await? == (options.nodes, options.pods);
     let started = Instant::now();
-    create_fake_cluster(client, options).await?;
+    if reused {
+        eprintln!("memory: --reuse: measuring in the bench cluster a previous run left");
+    } else {
+        retried(|| clean_memory_objects(client)).await?;
+        create_fake_cluster(client, options).await?;
+    }
     let total_pods = Api::<Pod>::all(client.clone())
         .list_metadata(&ListParams::default())
         .await?
@@ -625,6 +641,7 @@ async fn memory(sandbox: &Sandbox, client: &Client, options: &Options) -> Result
         idle_max = idle_max.max(proc_memory(pid)?.rss_kib);
     }
     let idle = proc_memory(pid)?;
+    let idle_where = smaps_breakdown(pid)?;
 
     // A scheduling pass in the big cluster: pending pods only a new NodePool's capacity fits.
     create_pool(client, MEMORY_POOL).await?;
@@ -677,6 +694,7 @@ async fn memory(sandbox: &Sandbox, client: &Client, options: &Options) -> Result
         .items
         .len();
     let after_pass = proc_memory(pid)?;
+    let after_pass_where = smaps_breakdown(pid)?;
     // The pass's claims are finalized by the controller, so they go while it still runs.
     pods.delete_collection(
         &DeleteParams {
@@ -711,6 +729,7 @@ async fn memory(sandbox: &Sandbox, client: &Client, options: &Options) -> Result
         split(&idle),
         mib(idle_max)
     );
+    println!("      resident: {idle_where}");
     println!(
         "  after scheduling {} pending pods onto {claims} new NodeClaim(s) ({pass_secs:.1} s to all Running):",
         options.pending
@@ -722,6 +741,7 @@ async fn memory(sandbox: &Sandbox, client: &Client, options: &Options) -> Result
         split(&after_pass),
         mib(pass_max)
     );
+    println!("      resident: {after_pass_where}");
     Ok(())
 }
 
@@ -915,6 +935,26 @@ fn fake_pod(i: usize, node: usize) -> Value {
 }
 
 /// Everything the memory benchmark creates, deleted (idempotent; also run before it starts).
+/// Bench nodes, and bench pods kwok runs, in the cluster now.
+async fn bench_cluster_size(client: &Client) -> Result<(usize, usize)> {
+    let selector = format!("{BENCH_LABEL}=memory");
+    let nodes = Api::<Node>::all(client.clone())
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .len();
+    let pods = Api::<Pod>::namespaced(client.clone(), MEMORY_NAMESPACE)
+        .list_metadata(
+            &ListParams::default()
+                .labels(&selector)
+                .fields("status.phase=Running"),
+        )
+        .await?
+        .items
+        .len();
+    Ok((nodes, pods))
+}
+
 async fn clean_memory_objects(client: &Client) -> Result<()> {
     let now = DeleteParams {
         grace_period_seconds: Some(0),
@@ -1012,6 +1052,58 @@ fn proc_memory(pid: u32) -> Result<ProcMemory> {
         anon_kib: field("RssAnon:")?,
         file_kib: field("RssFile:")?,
     })
+}
+
+/// Where the resident pages are, from `/proc/<pid>/smaps`: the binary's code, the rest of the
+/// binary (read-only data, relocation tables, and the pages relocations or writes dirtied),
+/// shared libraries, and everything anonymous (the allocator's heap, thread stacks).
+fn smaps_breakdown(pid: u32) -> Result<String> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .with_context(|| format!("reading /proc/{pid}/smaps"))?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))?;
+    let exe = exe.to_string_lossy();
+    let (mut code, mut binary, mut binary_dirty, mut libs, mut anon) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut current: Option<(bool, bool, bool)> = None; // (is binary, is code, is file)
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+            && fields.len() >= 5
+        {
+            let path = fields.get(5).copied().unwrap_or("");
+            let is_binary = path == exe;
+            let is_file = path.starts_with('/');
+            current = Some((is_binary, fields[1].contains('x'), is_file));
+            continue;
+        }
+        let Some((is_binary, is_code, is_file)) = current else {
+            continue;
+        };
+        let kib = || {
+            fields
+                .get(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match fields.first().copied() {
+            Some("Rss:") if is_binary && is_code => code += kib(),
+            Some("Rss:") if is_binary => binary += kib(),
+            Some("Rss:") if is_file => libs += kib(),
+            Some("Rss:") => anon += kib(),
+            Some("Anonymous:") if is_binary => binary_dirty += kib(),
+            _ => {}
+        }
+    }
+    Ok(format!(
+        "binary code {:.1} MiB, binary data {:.1} MiB ({:.1} written), libraries {:.1} MiB, heap and stacks {:.1} MiB",
+        mib(code),
+        mib(binary),
+        mib(binary_dirty),
+        mib(libs),
+        mib(anon)
+    ))
 }
 
 /// `anon X MiB + file Y MiB`: heap and stacks, and code, of a resident size.

@@ -37,7 +37,7 @@ use serde_json::json;
 
 use crate::events::{Events, MetricsSink, reasons};
 use crate::provisioning::{ReconcilerSettings, resources_to_list};
-use crate::state::{self, ClusterState, SharedState};
+use crate::state::{self, ClusterState, NodeRecord, SharedState};
 
 /// What a claim needs next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -340,7 +340,7 @@ impl<C: CloudProvider> Lifecycle<C> {
         let work: Vec<(NodeClaim, Option<Node>)> = {
             let s = state::read(&self.state);
             s.node_claims()
-                .map(|c| (c.clone(), s.node_for_claim(c).cloned()))
+                .map(|c| (c.clone(), s.node_for_claim(c).map(NodeRecord::to_node)))
                 .collect()
         };
         let steps = work.into_iter().map(|(claim, node)| {
@@ -356,20 +356,14 @@ impl<C: CloudProvider> Lifecycle<C> {
         let deleted_nodes: Vec<(Node, Option<NodeClaim>)> = {
             let s = state::read(&self.state);
             s.nodes()
-                .filter(|n| n.metadata.deletion_timestamp.is_some())
-                .filter(|n| {
-                    n.finalizers()
-                        .iter()
-                        .any(|f| f == labels::TERMINATION_FINALIZER)
-                })
+                .filter(|n| n.deleting())
+                .filter(|n| n.has_finalizer(labels::TERMINATION_FINALIZER))
                 .map(|n| {
                     let claim = n
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.provider_id.as_deref())
+                        .provider_id()
                         .and_then(|id| s.claim_for_provider_id(id))
                         .cloned();
-                    (n.clone(), claim)
+                    (n.to_node(), claim)
                 })
                 .collect()
         };

@@ -11,12 +11,10 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
 use karpctl_api::labels;
-use kube::ResourceExt;
 
 use crate::metrics::Collector;
-use crate::state::{self, PodRecord, SharedState};
+use crate::state::{self, NodeRecord, PodRecord, SharedState};
 
 /// The label names, in the order [`labels_for`] returns their values.
 pub const LABELS: [&str; 10] = [
@@ -33,8 +31,8 @@ pub const LABELS: [&str; 10] = [
 ];
 
 /// One pod's label values; `node` is the Node it is bound to, if the state has it.
-pub fn labels_for<'a>(pod: &'a PodRecord, node: Option<&'a Node>) -> [&'a str; 10] {
-    let node_label = |key: &str| node.and_then(|n| n.labels().get(key)).map_or("", |v| v);
+pub fn labels_for<'a>(pod: &'a PodRecord, node: Option<&'a NodeRecord>) -> [&'a str; 10] {
+    let node_label = |key: &str| node.and_then(|n| n.label(key)).unwrap_or_default();
     [
         &pod.name,
         &pod.namespace,
@@ -77,7 +75,11 @@ mod tests {
         PodRecord::new(pod(v))
     }
 
-    fn node() -> Node {
+    fn node() -> NodeRecord {
+        NodeRecord::new(node_object())
+    }
+
+    fn node_object() -> k8s_openapi::api::core::v1::Node {
         serde_json::from_value(json!({
             "metadata": {"name": "ip-10-0-1-5", "labels": {
                 "karpenter.sh/nodepool": "web",
@@ -159,7 +161,7 @@ mod tests {
         }));
         {
             let mut s = state::write(&shared);
-            s.apply(node());
+            s.apply(node_object());
             s.apply(bound.clone());
             s.apply(pending.clone());
         }

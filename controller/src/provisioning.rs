@@ -468,20 +468,18 @@ pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
             .collect()
     };
     let mut existing = Vec::new();
-    for node in state.nodes() {
-        if node.metadata.deletion_timestamp.is_some() {
+    for record in state.nodes() {
+        if record.deleting() {
             continue;
         }
-        let claim = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.provider_id.as_deref())
+        let claim = record
+            .provider_id()
             .and_then(|id| state.claim_for_provider_id(id));
         if claim.is_some_and(|c| c.metadata.deletion_timestamp.is_some()) {
             continue;
         }
         let mut bound: Vec<Arc<Pod>> = state
-            .pods_on_node(&node.name_any())
+            .pods_on_node(&record.name)
             .into_iter()
             .filter(|p| is_active(p))
             .filter_map(|p| p.scheduling.as_ref().ok().cloned())
@@ -489,7 +487,7 @@ pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
         if let Some(c) = claim {
             bound.extend(nominated_pods(&c.name_any()));
         }
-        if let Some(n) = in_flight_node(node, claim, bound) {
+        if let Some(n) = in_flight_node(&record.to_node(), claim, bound) {
             existing.push(n);
         }
     }

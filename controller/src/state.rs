@@ -11,9 +11,10 @@ use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, Taint};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use karpctl_api::v1::{EC2NodeClass, NodeClaim, NodePool};
 use karpctl_scheduling::Pod as SchedulingPod;
 use kube::runtime::watcher;
@@ -250,7 +251,197 @@ impl PodRecord {
         }
     }
 }
-tracked!(Node, Node, nodes);
+impl Tracked for Node {
+    const KIND: Kind = Kind::Node;
+    type Stored = NodeRecord;
+    fn store(self) -> NodeRecord {
+        NodeRecord::new(self)
+    }
+    fn map(state: &mut ClusterState) -> &mut BTreeMap<Arc<str>, NodeRecord> {
+        &mut state.nodes
+    }
+    fn intern(node: &mut NodeRecord, interner: &mut Interner) {
+        node.intern(interner);
+    }
+}
+
+/// String pairs (labels, annotations, resource quantities) in key order, each string shared
+/// through the state's [`Interner`].
+pub type Pairs = Box<[(Arc<str>, Arc<str>)]>;
+
+fn pairs<V: AsRef<str>>(map: Option<BTreeMap<String, V>>) -> Pairs {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| (Arc::from(k), Arc::from(v.as_ref())))
+        .collect()
+}
+
+fn to_map(pairs: &Pairs) -> Option<BTreeMap<String, String>> {
+    (!pairs.is_empty()).then(|| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+}
+
+fn to_quantities(pairs: &Pairs) -> Option<BTreeMap<String, Quantity>> {
+    (!pairs.is_empty()).then(|| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+            .collect()
+    })
+}
+
+fn get<'a>(pairs: &'a Pairs, key: &str) -> Option<&'a str> {
+    pairs
+        .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+        .ok()
+        .map(|i| pairs[i].1.as_ref())
+}
+
+/// What the state keeps of a Node: what the reconcilers read (identity, labels, annotations,
+/// finalizers, owner, provider ID, taints, capacity, allocatable, the Ready condition),
+/// with every label, annotation and quantity string shared through the [`Interner`]. Nodes
+/// of one shape repeat nearly all of them (zone, instance type, arch, capacities), and as
+/// `k8s_openapi` Nodes with a map of owned strings each they were the state's largest part
+/// after pods (about 4 KB a node; docs/benchmarks.md). [`NodeRecord::to_node`] gives the
+/// Node back, trimmed, for the code that works on Nodes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeRecord {
+    pub name: Arc<str>,
+    uid: Option<Box<str>>,
+    resource_version: Option<Box<str>>,
+    creation_timestamp: Option<Time>,
+    deletion_timestamp: Option<Time>,
+    labels: Pairs,
+    annotations: Pairs,
+    finalizers: Box<[Arc<str>]>,
+    owner_references: Option<Box<[OwnerReference]>>,
+    provider_id: Option<Box<str>>,
+    taints: Option<Box<[Taint]>>,
+    unschedulable: Option<bool>,
+    capacity: Pairs,
+    allocatable: Pairs,
+    /// The kubelet's `Ready` condition (pressure conditions reach the scheduler as taints).
+    ready: Option<Box<NodeCondition>>,
+}
+
+impl NodeRecord {
+    pub fn new(node: Node) -> Self {
+        let Node {
+            metadata,
+            spec,
+            status,
+        } = node;
+        let spec = spec.unwrap_or_default();
+        let status = status.unwrap_or_default();
+        let mut annotations = metadata.annotations.unwrap_or_default();
+        annotations.remove(LAST_APPLIED);
+        NodeRecord {
+            name: Arc::from(metadata.name.unwrap_or_default()),
+            uid: metadata.uid.map(String::into_boxed_str),
+            resource_version: metadata.resource_version.map(String::into_boxed_str),
+            creation_timestamp: metadata.creation_timestamp,
+            deletion_timestamp: metadata.deletion_timestamp,
+            labels: pairs(metadata.labels),
+            annotations: pairs(Some(annotations)),
+            finalizers: metadata
+                .finalizers
+                .into_iter()
+                .flatten()
+                .map(Arc::from)
+                .collect(),
+            owner_references: metadata.owner_references.map(Vec::into_boxed_slice),
+            provider_id: spec.provider_id.map(String::into_boxed_str),
+            taints: spec.taints.map(Vec::into_boxed_slice),
+            unschedulable: spec.unschedulable,
+            capacity: pairs(status.capacity.map(|m| {
+                m.into_iter()
+                    .map(|(k, q)| (k, q.0))
+                    .collect::<BTreeMap<_, _>>()
+            })),
+            allocatable: pairs(status.allocatable.map(|m| {
+                m.into_iter()
+                    .map(|(k, q)| (k, q.0))
+                    .collect::<BTreeMap<_, _>>()
+            })),
+            ready: status
+                .conditions
+                .into_iter()
+                .flatten()
+                .find(|c| c.type_ == "Ready")
+                .map(Box::new),
+        }
+    }
+
+    fn intern(&mut self, interner: &mut Interner) {
+        self.name = interner.str(&self.name);
+        for (k, v) in self
+            .labels
+            .iter_mut()
+            .chain(self.annotations.iter_mut())
+            .chain(self.capacity.iter_mut())
+            .chain(self.allocatable.iter_mut())
+        {
+            *k = interner.str(k);
+            *v = interner.str(v);
+        }
+        for f in self.finalizers.iter_mut() {
+            *f = interner.str(f);
+        }
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        get(&self.labels, key)
+    }
+
+    pub fn provider_id(&self) -> Option<&str> {
+        self.provider_id.as_deref()
+    }
+
+    /// It has a deletion timestamp.
+    pub fn deleting(&self) -> bool {
+        self.deletion_timestamp.is_some()
+    }
+
+    pub fn has_finalizer(&self, finalizer: &str) -> bool {
+        self.finalizers.iter().any(|f| f.as_ref() == finalizer)
+    }
+
+    /// The Node as stored: [`trim`]med, conditions other than `Ready` left out.
+    pub fn to_node(&self) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(self.name.to_string()),
+                uid: self.uid.as_deref().map(str::to_owned),
+                resource_version: self.resource_version.as_deref().map(str::to_owned),
+                creation_timestamp: self.creation_timestamp.clone(),
+                deletion_timestamp: self.deletion_timestamp.clone(),
+                labels: to_map(&self.labels),
+                annotations: to_map(&self.annotations),
+                finalizers: (!self.finalizers.is_empty())
+                    .then(|| self.finalizers.iter().map(|f| f.to_string()).collect()),
+                owner_references: self.owner_references.as_deref().map(<[_]>::to_vec),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                provider_id: self.provider_id.as_deref().map(str::to_owned),
+                taints: self.taints.as_deref().map(<[_]>::to_vec),
+                unschedulable: self.unschedulable,
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                capacity: to_quantities(&self.capacity),
+                allocatable: to_quantities(&self.allocatable),
+                conditions: self.ready.as_deref().map(|c| vec![c.clone()]),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
 tracked!(NodeClaim, NodeClaim, node_claims);
 tracked!(NodePool, NodePool, node_pools);
 tracked!(EC2NodeClass, EC2NodeClass, node_classes);
@@ -260,7 +451,7 @@ tracked!(PodDisruptionBudget, PodDisruptionBudget, pdbs);
 #[derive(Default, Debug)]
 pub struct ClusterState {
     pods: BTreeMap<Arc<str>, PodRecord>,
-    nodes: BTreeMap<Arc<str>, Node>,
+    nodes: BTreeMap<Arc<str>, NodeRecord>,
     node_claims: BTreeMap<Arc<str>, NodeClaim>,
     node_pools: BTreeMap<Arc<str>, NodePool>,
     node_classes: BTreeMap<Arc<str>, EC2NodeClass>,
@@ -277,8 +468,8 @@ pub struct ClusterState {
     interner: Interner,
 }
 
-fn node_provider_id(node: &Node) -> Option<&str> {
-    node.spec.as_ref().and_then(|s| s.provider_id.as_deref())
+fn node_provider_id(node: &NodeRecord) -> Option<&str> {
+    node.provider_id()
 }
 
 fn claim_provider_id(claim: &NodeClaim) -> Option<&str> {
@@ -346,7 +537,7 @@ impl ClusterState {
                     .or_default()
                     .insert(key.clone());
             }
-        } else if let Some(node) = any.downcast_ref::<Node>() {
+        } else if let Some(node) = any.downcast_ref::<NodeRecord>() {
             if let Some(id) = node_provider_id(node) {
                 self.nodes_by_provider_id
                     .insert(id.to_owned(), key.to_string());
@@ -404,11 +595,11 @@ impl ClusterState {
         self.pods.get(key)
     }
 
-    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeRecord> {
         self.nodes.values()
     }
 
-    pub fn node(&self, name: &str) -> Option<&Node> {
+    pub fn node(&self, name: &str) -> Option<&NodeRecord> {
         self.nodes.get(name)
     }
 
@@ -454,7 +645,7 @@ impl ClusterState {
             .collect()
     }
 
-    pub fn node_for_provider_id(&self, provider_id: &str) -> Option<&Node> {
+    pub fn node_for_provider_id(&self, provider_id: &str) -> Option<&NodeRecord> {
         self.nodes_by_provider_id
             .get(provider_id)
             .and_then(|n| self.nodes.get(n.as_str()))
@@ -467,7 +658,7 @@ impl ClusterState {
     }
 
     /// The Node a claim launched, once it registered.
-    pub fn node_for_claim(&self, claim: &NodeClaim) -> Option<&Node> {
+    pub fn node_for_claim(&self, claim: &NodeClaim) -> Option<&NodeRecord> {
         claim_provider_id(claim).and_then(|id| self.node_for_provider_id(id))
     }
 
@@ -522,12 +713,12 @@ impl ClusterState {
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drop what no reconciler reads before an object is stored, so the state of a big cluster
-/// stays small: every object's `managedFields` and kubectl's last-applied copy, node image
-/// lists, and in DaemonSet pod templates the container details only a kubelet needs (env,
+/// stays small: every object's `managedFields` and kubectl's last-applied copy, and in
+/// DaemonSet pod templates the container details only a kubelet needs (env,
 /// commands, probes, mounts, security contexts). What scheduling (`pod_from_spec`:
 /// resources, init containers and their restart policy, overhead, node selectors, affinity,
-/// tolerations, topology spread, host ports, PVC volumes) reads is kept. Pods are not
-/// trimmed but reduced to a [`PodRecord`].
+/// tolerations, topology spread, host ports, PVC volumes) reads is kept. Pods and Nodes are
+/// not trimmed but reduced to a [`PodRecord`] or a [`NodeRecord`].
 pub fn trim<K: Resource + 'static>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
@@ -535,26 +726,7 @@ pub fn trim<K: Resource + 'static>(obj: &mut K) {
         annotations.remove(LAST_APPLIED);
     }
     let any: &mut dyn std::any::Any = obj;
-    if let Some(node) = any.downcast_mut::<Node>() {
-        if let Some(status) = node.status.as_mut() {
-            status.images = None;
-            status.volumes_attached = None;
-            status.volumes_in_use = None;
-            status.config = None;
-            // What the kubelet reports about itself and how to reach it: no decision reads
-            // it, and with conditions' messages it is most of a Node's size.
-            status.node_info = None;
-            status.addresses = None;
-            status.daemon_endpoints = None;
-            status.runtime_handlers = None;
-            status.features = None;
-            // Readiness is the one condition the lifecycle reads (initialization); the
-            // kubelet's pressure conditions show up as taints, which are kept.
-            if let Some(conditions) = status.conditions.as_mut() {
-                conditions.retain(|c| c.type_ == "Ready");
-            }
-        }
-    } else if let Some(ds) = any.downcast_mut::<DaemonSet>() {
+    if let Some(ds) = any.downcast_mut::<DaemonSet>() {
         if let Some(spec) = ds.spec.template.spec.as_mut() {
             trim_pod_spec(spec);
         }
@@ -752,6 +924,85 @@ mod tests {
     }
 
     #[test]
+    fn a_node_record_gives_back_what_the_reconcilers_read_and_shares_repeated_strings() {
+        let node = |name: &str| -> Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {
+                    "name": name, "uid": format!("uid-{name}"), "resourceVersion": "7",
+                    "creationTimestamp": "2026-12-01T00:00:00Z",
+                    "labels": {"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": "us-west-2a",
+                               "node.kubernetes.io/instance-type": "m5.large"},
+                    "annotations": {"karpenter.sh/nodepool-hash": "123",
+                                    LAST_APPLIED: "{\"big\": true}"},
+                    "finalizers": ["karpenter.sh/termination"],
+                    "ownerReferences": [{"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim", "name": "c", "uid": "u"}],
+                    "managedFields": [{"manager": "kubelet"}]
+                },
+                "spec": {"providerID": format!("aws:///us-west-2a/i-{name}"), "unschedulable": true,
+                         "taints": [{"key": "karpenter.sh/unregistered", "effect": "NoExecute"}]},
+                "status": {
+                    "capacity": {"cpu": "2", "memory": "8Gi", "pods": "29"},
+                    "allocatable": {"cpu": "1930m", "memory": "7Gi", "pods": "29"},
+                    "conditions": [
+                        {"type": "MemoryPressure", "status": "False"},
+                        {"type": "Ready", "status": "True", "reason": "KubeletReady"}
+                    ],
+                    "nodeInfo": {"machineID": "m", "systemUUID": "s", "bootID": "b", "kernelVersion": "6",
+                                 "osImage": "al2023", "containerRuntimeVersion": "containerd", "kubeletVersion": "v1.37",
+                                 "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
+                    "images": [{"names": ["pause"], "sizeBytes": 1}]
+                }
+            }))
+            .unwrap()
+        };
+        let mut s = ClusterState::new();
+        s.apply(node("n1"));
+        s.apply(node("n2"));
+        let n1 = s.node("n1").unwrap();
+        assert!(!n1.deleting());
+        assert!(n1.has_finalizer("karpenter.sh/termination"));
+        assert_eq!(n1.label("topology.kubernetes.io/zone"), Some("us-west-2a"));
+        assert_eq!(n1.label("missing"), None);
+        assert_eq!(n1.provider_id(), Some("aws:///us-west-2a/i-n1"));
+        let back = n1.to_node();
+        let mut expected = node("n1");
+        expected.metadata.managed_fields = None;
+        expected
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(LAST_APPLIED);
+        let status = expected.status.as_mut().unwrap();
+        status.node_info = None;
+        status.images = None;
+        status
+            .conditions
+            .as_mut()
+            .unwrap()
+            .retain(|c| c.type_ == "Ready");
+        assert_eq!(back, expected);
+        // The two nodes' equal strings are one allocation each.
+        let n2 = s.node("n2").unwrap();
+        let zone = |n: &NodeRecord| {
+            n.labels
+                .iter()
+                .find(|(k, _)| k.as_ref() == "topology.kubernetes.io/zone")
+                .unwrap()
+                .clone()
+        };
+        let (k1, v1) = zone(n1);
+        let (k2, v2) = zone(n2);
+        assert!(Arc::ptr_eq(&k1, &k2) && Arc::ptr_eq(&v1, &v2));
+        assert!(Arc::ptr_eq(&n1.allocatable[0].1, &n2.allocatable[0].1));
+        assert_eq!(
+            s.node_for_provider_id("aws:///us-west-2a/i-n2")
+                .map(|n| n.name.as_ref()),
+            Some("n2")
+        );
+    }
+
+    #[test]
     fn pods_are_indexed_by_node_and_follow_rebinding_and_deletion() {
         let mut s = ClusterState::new();
         s.apply(bound("a", "p1", "n1"));
@@ -780,7 +1031,7 @@ mod tests {
         assert!(s.in_flight_claims().is_empty());
         assert_eq!(
             s.node_for_claim(s.node_claim("c1").unwrap())
-                .map(|n| n.name_any()),
+                .map(|n| n.name.to_string()),
             Some("n1".into())
         );
         s.delete(&node("n1", "aws:///z/i-1"));
@@ -985,6 +1236,7 @@ mod tests {
             s.delete(&replica(name, None));
         }
         s.apply(node("n1", "aws:///z/i-1"));
+        s.delete(&node("n1", "aws:///z/i-1"));
         s.interner.sweep();
         assert!(s.interner.is_empty(), "{:?}", s.interner.len());
     }
