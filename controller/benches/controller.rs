@@ -934,7 +934,6 @@ fn fake_pod(i: usize, node: usize) -> Value {
     })
 }
 
-/// Everything the memory benchmark creates, deleted (idempotent; also run before it starts).
 /// Bench nodes, and bench pods kwok runs, in the cluster now.
 async fn bench_cluster_size(client: &Client) -> Result<(usize, usize)> {
     let selector = format!("{BENCH_LABEL}=memory");
@@ -955,6 +954,7 @@ async fn bench_cluster_size(client: &Client) -> Result<(usize, usize)> {
     Ok((nodes, pods))
 }
 
+/// Everything the memory benchmark creates, deleted (idempotent; also run before it starts).
 async fn clean_memory_objects(client: &Client) -> Result<()> {
     let now = DeleteParams {
         grace_period_seconds: Some(0),

@@ -269,27 +269,21 @@ impl Tracked for Node {
 /// through the state's [`Interner`].
 pub type Pairs = Box<[(Arc<str>, Arc<str>)]>;
 
-fn pairs<V: AsRef<str>>(map: Option<BTreeMap<String, V>>) -> Pairs {
-    map.into_iter()
-        .flatten()
-        .map(|(k, v)| (Arc::from(k), Arc::from(v.as_ref())))
+/// `entries` must come in key order (a `BTreeMap`'s), which [`get`] relies on.
+fn pairs(entries: impl IntoIterator<Item = (String, String)>) -> Pairs {
+    entries
+        .into_iter()
+        .map(|(k, v)| (Arc::from(k), Arc::from(v)))
         .collect()
 }
 
-fn to_map(pairs: &Pairs) -> Option<BTreeMap<String, String>> {
+/// The pairs as a map with values made by `value`, or `None` when there are none (as the API
+/// leaves an empty map out).
+fn to_map<V>(pairs: &Pairs, value: impl Fn(&str) -> V) -> Option<BTreeMap<String, V>> {
     (!pairs.is_empty()).then(|| {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    })
-}
-
-fn to_quantities(pairs: &Pairs) -> Option<BTreeMap<String, Quantity>> {
-    (!pairs.is_empty()).then(|| {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+            .map(|(k, v)| (k.to_string(), value(v)))
             .collect()
     })
 }
@@ -345,8 +339,8 @@ impl NodeRecord {
             resource_version: metadata.resource_version.map(String::into_boxed_str),
             creation_timestamp: metadata.creation_timestamp,
             deletion_timestamp: metadata.deletion_timestamp,
-            labels: pairs(metadata.labels),
-            annotations: pairs(Some(annotations)),
+            labels: pairs(metadata.labels.into_iter().flatten()),
+            annotations: pairs(annotations),
             finalizers: metadata
                 .finalizers
                 .into_iter()
@@ -357,16 +351,14 @@ impl NodeRecord {
             provider_id: spec.provider_id.map(String::into_boxed_str),
             taints: spec.taints.map(Vec::into_boxed_slice),
             unschedulable: spec.unschedulable,
-            capacity: pairs(status.capacity.map(|m| {
-                m.into_iter()
-                    .map(|(k, q)| (k, q.0))
-                    .collect::<BTreeMap<_, _>>()
-            })),
-            allocatable: pairs(status.allocatable.map(|m| {
-                m.into_iter()
-                    .map(|(k, q)| (k, q.0))
-                    .collect::<BTreeMap<_, _>>()
-            })),
+            capacity: pairs(status.capacity.into_iter().flatten().map(|(k, q)| (k, q.0))),
+            allocatable: pairs(
+                status
+                    .allocatable
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, q)| (k, q.0)),
+            ),
             ready: status
                 .conditions
                 .into_iter()
@@ -419,8 +411,8 @@ impl NodeRecord {
                 resource_version: self.resource_version.as_deref().map(str::to_owned),
                 creation_timestamp: self.creation_timestamp.clone(),
                 deletion_timestamp: self.deletion_timestamp.clone(),
-                labels: to_map(&self.labels),
-                annotations: to_map(&self.annotations),
+                labels: to_map(&self.labels, str::to_owned),
+                annotations: to_map(&self.annotations, str::to_owned),
                 finalizers: (!self.finalizers.is_empty())
                     .then(|| self.finalizers.iter().map(|f| f.to_string()).collect()),
                 owner_references: self.owner_references.as_deref().map(<[_]>::to_vec),
@@ -433,8 +425,8 @@ impl NodeRecord {
                 ..Default::default()
             }),
             status: Some(NodeStatus {
-                capacity: to_quantities(&self.capacity),
-                allocatable: to_quantities(&self.allocatable),
+                capacity: to_map(&self.capacity, |q| Quantity(q.to_owned())),
+                allocatable: to_map(&self.allocatable, |q| Quantity(q.to_owned())),
                 conditions: self.ready.as_deref().map(|c| vec![c.clone()]),
                 ..Default::default()
             }),
@@ -466,10 +458,6 @@ pub struct ClusterState {
     nominations: BTreeMap<String, Nomination>,
     synced: BTreeSet<Kind>,
     interner: Interner,
-}
-
-fn node_provider_id(node: &NodeRecord) -> Option<&str> {
-    node.provider_id()
 }
 
 fn claim_provider_id(claim: &NodeClaim) -> Option<&str> {
@@ -538,7 +526,7 @@ impl ClusterState {
                     .insert(key.clone());
             }
         } else if let Some(node) = any.downcast_ref::<NodeRecord>() {
-            if let Some(id) = node_provider_id(node) {
+            if let Some(id) = node.provider_id() {
                 self.nodes_by_provider_id
                     .insert(id.to_owned(), key.to_string());
             }
@@ -563,7 +551,7 @@ impl ClusterState {
                 }
             }
             Kind::Node => {
-                if let Some(id) = self.nodes.get(key).and_then(node_provider_id) {
+                if let Some(id) = self.nodes.get(key).and_then(NodeRecord::provider_id) {
                     let id = id.to_owned();
                     self.nodes_by_provider_id.remove(&id);
                 }
