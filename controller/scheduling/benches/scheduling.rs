@@ -1,8 +1,15 @@
 //! Scheduling benchmarks, printed, never asserted (timings depend on the machine):
 //!
-//! (a) upstream Karpenter's benchmark shape — the whole shipped catalogue, pods in five
-//!     equal groups (plain, zone spread, hostname spread, zone self-affinity, hostname
-//!     anti-affinity) from 1 to 40k pods — printing pods/s, nodes and $/h;
+//! (u) upstream Karpenter's own benchmark shape (`scheduling_benchmark_test.go`, build tag
+//!     `test_performance`): its fake cloud provider's 400 instance types (`fake.InstanceTypes`:
+//!     type i has i+1 vCPU, 2(i+1) GiB, 10(i+1) pods, five offerings in three zones, priced
+//!     0.1/vCPU + 0.1/GB) and its pod mix in six equal groups (plain, zone spread, hostname
+//!     spread, hostname pod affinity, zone pod affinity, hostname anti-affinity, with its
+//!     random labels, so spread selectors also match pods without the constraint), 1 to 20k
+//!     pods — printing time, pods left unschedulable, nodes and $/h;
+//! (a) the same idea on the shipped catalogue — the whole catalogue, pods in five equal
+//!     groups (plain, zone spread, hostname spread, zone self-affinity, hostname
+//!     anti-affinity) from 1 to 40k pods — printing time, pods/s, nodes and $/h;
 //! (b) cost quality on a suite of workloads against the configuration-LP lower bound over
 //!     whole (integer) packings, `lowerbound::integer_configuration_bound` ((a)'s column is
 //!     the faster fractional bound) within a work budget (`KARPCTL_BENCH_LP_WORK` knapsack
@@ -10,14 +17,17 @@
 //!     got: `whole` (converged), `whole/budget` (valid, stopped early) or `fractional`;
 //! (c) peak memory (VmHWM) of the process.
 //!
-//! `cargo bench -p karpctl-scheduling --bench scheduling [-- SIZES... | b]` (`b`: only (b);
-//! `KARPCTL_BENCH_ONLY=<prefix>`: only those workloads; `KARPCTL_BENCH_DETAIL=<prefix>`:
+//! `cargo bench -p karpctl-scheduling --bench scheduling [-- [u|a|b] SIZES...]` (`u`, `a`,
+//! `b`: only that part, several may be given; sizes apply to (u) and (a);
+//! `KARPCTL_BENCH_ONLY=<prefix>`: only those (b) workloads; `KARPCTL_BENCH_DETAIL=<prefix>`:
 //! their chosen types)
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use karpctl_cloud::{Catalogue, CatalogueOptions, InstanceType, labels};
+use karpctl_cloud::{
+    CapacityType, Catalogue, CatalogueOptions, InstanceType, Offering, Overhead, Resources, labels,
+};
 use karpctl_scheduling::checker::{Input, verify};
 use karpctl_scheduling::lowerbound::{
     BoundKind, DEFAULT_WORK_BUDGET, NodeType, PodClass, configuration_bound,
@@ -68,6 +78,129 @@ fn diverse(n: usize, rng: &mut Rng) -> Vec<Pod> {
         });
     }
     pods
+}
+
+/// Upstream's fake cloud provider's `InstanceTypes(n)`: type i has i+1 vCPU, 2(i+1) GiB and
+/// 10(i+1) pods, 100m CPU and 10Mi kube-reserved, and five offerings (spot in zones 1 and 2,
+/// on-demand in zones 1 to 3) all at 0.1 $/h per vCPU plus 0.1 $/h per GB (10^9 bytes).
+fn upstream_instance_types(n: usize) -> Vec<InstanceType> {
+    (0..n)
+        .map(|i| {
+            let cpu = (i as i64 + 1) * 1000;
+            let memory = (i as i64 + 1) * 2 * (1 << 30);
+            let capacity = Resources {
+                cpu,
+                memory,
+                pods: (i as i64 + 1) * 10,
+                ..Resources::default()
+            };
+            let kube_reserved = Resources {
+                cpu: 100,
+                memory: 10 << 20,
+                ..Resources::default()
+            };
+            let price = 0.1 * (cpu as f64 / 1000.0) + 0.1 * memory as f64 / 1e9;
+            let offering = |zone: &str, capacity_type| Offering {
+                zone: zone.to_string(),
+                capacity_type,
+                price,
+                available: true,
+            };
+            InstanceType {
+                name: format!("fake-it-{i}"),
+                labels: [
+                    (labels::INSTANCE_TYPE.to_string(), format!("fake-it-{i}")),
+                    (labels::ARCH.to_string(), "amd64".to_string()),
+                    (labels::OS.to_string(), "linux".to_string()),
+                ]
+                .into(),
+                allocatable: capacity.minus(&kube_reserved),
+                capacity,
+                overhead: Overhead {
+                    kube_reserved,
+                    ..Overhead::default()
+                },
+                offerings: vec![
+                    offering("test-zone-1", CapacityType::Spot),
+                    offering("test-zone-2", CapacityType::Spot),
+                    offering("test-zone-1", CapacityType::OnDemand),
+                    offering("test-zone-2", CapacityType::OnDemand),
+                    offering("test-zone-3", CapacityType::OnDemand),
+                ],
+            }
+        })
+        .collect()
+}
+
+/// Upstream's `makeDiversePods`: six equal groups in this order, the remainder plain. Labels
+/// and selectors take random values `a`..`g` (so a spread's selector also matches plain pods
+/// and pods of the other spread), CPU and memory are drawn from upstream's lists.
+fn upstream_pods(n: usize, rng: &mut Rng) -> Vec<Pod> {
+    const VALUES: &[&str] = &["a", "b", "c", "d", "e", "f", "g"];
+    const UPSTREAM_CPUS: &[&str] = &["100m", "250m", "500m", "1000m", "1500m"];
+    const UPSTREAM_MEMS: &[&str] = &["100Mi", "256Mi", "512Mi", "1024Mi", "2048Mi", "4096Mi"];
+    let each = n / 6;
+    let mut pods = Vec::with_capacity(n);
+    for group in 0..7 {
+        let count = if group < 6 { each } else { n - 6 * each };
+        for _ in 0..count {
+            let base = pod()
+                .name(&format!("p-{}", pods.len()))
+                .cpu(rng.pick(UPSTREAM_CPUS))
+                .memory(rng.pick(UPSTREAM_MEMS));
+            let label = |rng: &mut Rng, key| LabelSelector::labels([(key, rng.pick(VALUES))]);
+            let p = match group {
+                1 | 2 => {
+                    let key = if group == 1 {
+                        labels::ZONE
+                    } else {
+                        labels::HOSTNAME
+                    };
+                    let own = rng.pick(VALUES);
+                    base.label("my-label", own)
+                        .spread(key, 1, label(rng, "my-label"))
+                }
+                3 | 4 => {
+                    let key = if group == 3 {
+                        labels::HOSTNAME
+                    } else {
+                        labels::ZONE
+                    };
+                    let own = rng.pick(VALUES);
+                    base.label("my-affininity", own)
+                        .affinity(key, label(rng, "my-affininity"))
+                }
+                5 => base
+                    .label("app", "nginx")
+                    .anti_affinity(labels::HOSTNAME, LabelSelector::labels([("app", "nginx")])),
+                _ => {
+                    let own = rng.pick(VALUES);
+                    base.label("my-label", own)
+                }
+            };
+            pods.push(p);
+        }
+    }
+    pods
+}
+
+fn checker_verdict(
+    pods: &[Pod],
+    pools: &[NodePool],
+    results: &karpctl_scheduling::Results,
+) -> String {
+    let input = Input {
+        pods,
+        node_pools: pools,
+        nodes: &[],
+        daemon_sets: &[],
+    };
+    let v = verify(&input, results);
+    if v.is_empty() {
+        "ok".to_string()
+    } else {
+        format!("{} FAIL: {}", v.len(), v[0])
+    }
 }
 
 fn peak_memory_mib() -> Option<f64> {
@@ -175,14 +308,69 @@ fn lower_bound(
 }
 
 fn main() {
-    // `b` alone skips (a); `KARPCTL_BENCH_ONLY=<prefix>` runs only matching (b) workloads.
-    let only_b = std::env::args().skip(1).any(|a| a == "b");
+    // `u`, `a`, `b` select parts (all when none is given); numbers are sizes for (u) and (a).
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| ["u", "a", "b"].contains(&a.as_str()))
+        .collect();
+    let run = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     let only = std::env::var("KARPCTL_BENCH_ONLY").ok();
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let sizes = if only_b {
+
+    if run("u") {
+        let sizes = if args.is_empty() {
+            vec![1, 50, 100, 500, 1_000, 2_000, 5_000, 20_000]
+        } else {
+            args.clone()
+        };
+        let fake: Arc<Vec<InstanceType>> = Arc::new(upstream_instance_types(400));
+        println!(
+            "(u) upstream's benchmark shape: its fake provider's {} instance types, its diverse pod mix",
+            fake.len()
+        );
+        println!(
+            "{:>7} {:>9} {:>8} {:>7} {:>10} {:>10}",
+            "pods", "seconds", "unsched", "nodes", "$/h", "checker"
+        );
+        for &n in &sizes {
+            let mut rng = Rng(0x9E3779B97F4A7C15 ^ (n as u64).wrapping_mul(31));
+            let pods = upstream_pods(n, &mut rng);
+            let pools = vec![pool("default", &fake, Requirements::new())];
+            let scheduler = Scheduler::new(pools.clone(), Vec::new(), Vec::new());
+            let start = Instant::now();
+            let results = scheduler.solve(&pods);
+            let secs = start.elapsed().as_secs_f64();
+            let checked = if n <= 5_000 {
+                checker_verdict(&pods, &pools, &results)
+            } else {
+                "skipped".to_string()
+            };
+            println!(
+                "{:>7} {:>9.3} {:>8} {:>7} {:>10.3} {:>10}",
+                n,
+                secs,
+                results.unschedulable.len(),
+                results.node_claims.len(),
+                results.total_price(),
+                checked
+            );
+            if std::env::var("KARPCTL_BENCH_REASONS").is_ok() {
+                let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+                for u in &results.unschedulable {
+                    *reasons.entry(u.reason.clone()).or_default() += 1;
+                }
+                for (r, c) in reasons {
+                    println!("    {c:>5} {r}");
+                }
+            }
+        }
+        println!();
+    }
+
+    let sizes = if !run("a") {
         Vec::new()
     } else if args.is_empty() {
         vec![1, 100, 500, 1_000, 5_000, 10_000, 20_000, 40_000]
@@ -195,14 +383,16 @@ fn main() {
     })
     .unwrap();
     let all: Arc<Vec<InstanceType>> = Arc::new(catalogue.instance_types.clone());
-    println!(
-        "(a) upstream benchmark shape: {} instance types, 3 zones, on-demand",
-        all.len()
-    );
-    println!(
-        "{:>7} {:>9} {:>10} {:>7} {:>10} {:>8} {:>8} {:>10}",
-        "pods", "seconds", "pods/s", "nodes", "$/h", "unsched", "LP $/h", "checker"
-    );
+    if !sizes.is_empty() {
+        println!(
+            "(a) real-catalogue shape: {} instance types, 3 zones, on-demand",
+            all.len()
+        );
+        println!(
+            "{:>7} {:>9} {:>10} {:>7} {:>10} {:>8} {:>8} {:>10}",
+            "pods", "seconds", "pods/s", "nodes", "$/h", "unsched", "LP $/h", "checker"
+        );
+    }
     for &n in &sizes {
         let mut rng = Rng(0x9E3779B97F4A7C15 ^ n as u64);
         let pods = diverse(n, &mut rng);
@@ -212,18 +402,7 @@ fn main() {
         let results = scheduler.solve(&pods);
         let secs = start.elapsed().as_secs_f64();
         let checked = if n <= 5_000 {
-            let input = Input {
-                pods: &pods,
-                node_pools: &pools,
-                nodes: &[],
-                daemon_sets: &[],
-            };
-            let v = verify(&input, &results);
-            if v.is_empty() {
-                "ok".to_string()
-            } else {
-                format!("{} FAIL: {}", v.len(), v[0])
-            }
+            checker_verdict(&pods, &pools, &results)
         } else {
             "skipped".to_string()
         };
@@ -245,6 +424,10 @@ fn main() {
         );
     }
 
+    if !run("b") {
+        print_peak_memory();
+        return;
+    }
     println!();
     println!(
         "(b) cost quality against the LP lower bound over whole packings (on-demand, whole catalogue unless restricted)"
@@ -415,6 +598,10 @@ fn main() {
         (mean - 1.0) * 100.0
     );
 
+    print_peak_memory();
+}
+
+fn print_peak_memory() {
     println!();
     match peak_memory_mib() {
         Some(mib) => println!("(c) peak memory (VmHWM): {mib:.1} MiB"),
