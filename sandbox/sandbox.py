@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX = ROOT / "sandbox"
+sys.path.insert(0, str(SANDBOX / "aws"))
+import interruption  # noqa: E402  (the kinds the endpoint knows; moto is imported only there)
 KUBE_VERSION = "v1.37.2"
 KWOK_VERSION = "v0.8.0"
 CACHE = Path(os.environ.get("KARPCTL_SANDBOX_CACHE", Path.home() / ".cache" / "karpctl-sandbox"))
@@ -86,7 +88,17 @@ def go_build(what: str, minutes: int, args: list[str], cwd: Path, env: dict[str,
 
 
 def ensure_binaries() -> None:
+    import fcntl
+
+    # One build at a time per cache: two `up`s with different state dirs (test_cli's busy-port
+    # test runs one) once built into the same .partial directory and broke each other's build.
     CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build_missing_binaries()
+
+
+def build_missing_binaries() -> None:
     target = kube_bin()
     wanted = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]
     if not all((target / b).exists() for b in wanted):
@@ -520,6 +532,38 @@ def cmd_never_join(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_interrupt(args: argparse.Namespace) -> int:
+    """Ask the AWS endpoint to interrupt an instance as EC2 would (sandbox/aws/interruption.py):
+    the events go through the account's EventBridge rules, and a delayed action (spot's
+    termination) runs in the endpoint, so this returns at once."""
+    if not alive("aws"):
+        raise SandboxError("the sandbox is not up: run `sandbox/sandbox up` first")
+    request = {"region": REGION, "instance": args.instance, "kind": args.kind}
+    if args.delay is not None:
+        request["delay"] = args.delay
+    req = urllib.request.Request(f"http://127.0.0.1:{port('aws')}/_sandbox/interrupt", data=json.dumps(request).encode(), method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            result = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raise SandboxError(json.loads(e.read() or b"{}").get("error") or f"the AWS endpoint answered {e.code}")
+    if args.output == "json":
+        print(json.dumps(result, indent=2))
+        return 0
+    for sent in result["events"]:
+        event = sent["event"]
+        what = event["detail-type"] + (f" ({event['detail']['state']})" if "state" in event["detail"] else "")
+        print(f"sent {what} for {args.instance}, event {event['id']}")
+        for d in sent["deliveries"]:
+            print(f"  rule {d['rule']} -> {d['target']}: " + ("delivered" if d["delivered"] else f"NOT delivered: {d.get('reason')}"))
+        if not sent["deliveries"]:
+            print("  no enabled rule matched it: delivered nowhere")
+    if result["scheduled"]:
+        job = result["scheduled"]
+        print(f"EC2 will {job['action']} {job['instance']} at {job['at']} (state-change events then follow)")
+    return 0
+
+
 def cmd_kubectl(args: argparse.Namespace) -> int:
     os.environ["KUBECONFIG"] = str(STATE / "kubeconfig")
     os.execv(str(kube_bin() / "kubectl"), ["kubectl", *args.rest])
@@ -832,6 +876,16 @@ def main() -> int:
     nj.add_argument("--clear", action="store_true", help="forget earlier rules first")
     nj.add_argument("--boot-delay", type=float, help="also change the boot delay (seconds)")
     nj.set_defaults(func=cmd_never_join)
+    it = sub.add_parser("interrupt", help="interrupt an instance as EC2 does: real EventBridge events through the account's rules",
+                        description="spot: the warning now, the instance terminated after --delay (default 120 s); "
+                                    "stop/terminate: the instance stopped/terminated after --delay (default 0), with state-change events; "
+                                    "rebalance, scheduled-change (an AWS Health retirement notice, startTime --delay ahead, default 14 days), "
+                                    "capacity-reservation: the event only.")
+    it.add_argument("--instance", required=True, help="the instance ID")
+    it.add_argument("--kind", required=True, choices=list(interruption.KINDS))
+    it.add_argument("--delay", type=float, help="seconds until EC2 acts (spot, stop, terminate) or the scheduled change starts")
+    it.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    it.set_defaults(func=cmd_interrupt)
     st = sub.add_parser("selftest", help="run the sandbox's own unit tests")
     st.add_argument("rest", nargs=argparse.REMAINDER)
     st.set_defaults(func=cmd_selftest)

@@ -7,7 +7,10 @@ code reaches it through the SDK's standard `AWS_ENDPOINT_URL`. In front of moto 
 - `/_sandbox/...` control routes for tests: the log of calls made (so a test can count
   mutating calls), one-shot fault injection (errors and throttling in each protocol's real
   wire format), setting a cluster's authentication mode in either direction
-  (`POST /_sandbox/auth-mode`), and readiness;
+  (`POST /_sandbox/auth-mode`), readiness, and interruptions (`POST /_sandbox/interrupt`:
+  spot warnings, rebalance recommendations, scheduled changes, stops and terminations
+  published as EC2 and AWS Health publish them, through the account's EventBridge rules;
+  interruption.py);
 - EC2 CreateFleet as AWS answers it where moto does not: launched instances get the launch
   template's instance profile and security groups (moto drops both), and a test can make
   chosen (instance type, zone) overrides fail with InsufficientInstanceCapacity — answered,
@@ -39,6 +42,7 @@ from werkzeug.serving import make_server  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eks_gaps import EksGaps  # noqa: E402
+from interruption import InterruptError, Interruptions  # noqa: E402
 from pricing import Pricing, PricingError  # noqa: E402
 
 ACCOUNT_ID = "123456789012"
@@ -204,10 +208,11 @@ class Fault:
 class SandboxAws:
     """The WSGI app: control routes, injected faults, gap shims, then moto."""
 
-    def __init__(self, moto_app: Callable, eks: EksGaps, pricing: Pricing):
+    def __init__(self, moto_app: Callable, eks: EksGaps, pricing: Pricing, interruptions: Interruptions | None = None):
         self.moto_app = moto_app
         self.eks = eks
         self.pricing = pricing
+        self.interruptions = interruptions or Interruptions(ACCOUNT_ID)
         self.lock = threading.Lock()
         self.calls: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
@@ -443,7 +448,23 @@ class SandboxAws:
             with self.lock:
                 self.eks.set_auth_mode(doc["region"], doc["cluster"], doc["mode"])
             return reply(200, {"mode": doc["mode"]})
-        return reply(404, {"error": f"no control route {path}"})
+        if path == "/_sandbox/interrupt":
+            if method == "GET":
+                return reply(200, self.interruptions.describe())
+            if method == "POST":
+                # {"region", "instance", "kind", "delay"?}: the events go through the
+                # account's EventBridge rules; a delayed action runs on a timer here.
+                doc = json.loads(body or b"{}")
+                missing = [k for k in ("region", "instance", "kind") if not doc.get(k)]
+                if missing:
+                    return reply(400, {"error": f"missing {', '.join(missing)}"})
+                delay = doc.get("delay")
+                try:
+                    result = self.interruptions.interrupt(doc["region"], doc["instance"], doc["kind"], None if delay is None else float(delay))
+                except InterruptError as e:
+                    return reply(e.status, {"error": str(e)})
+                return reply(200, result)
+        return reply(404, {"error": f"no control route {method} {path}"})
 
 
 def main() -> int:
