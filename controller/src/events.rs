@@ -133,10 +133,8 @@ impl Events {
 /// note's digest, repeats of one message still fold into a count (as `kubectl describe`
 /// shows for the scheduler's own Events) and a changed message is an Event of its own.
 pub fn action(reason: &str, note: &str) -> String {
-    // FNV-1a: stable across builds and replicas (std's hasher is randomly seeded).
-    let digest = note.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    // Stable across builds and replicas (std's hasher is randomly seeded).
+    let digest = karpctl_api::hash::fnv1a64(note);
     format!("{reason}-{:08x}", digest as u32)
 }
 
@@ -170,6 +168,17 @@ pub trait MetricsSink: Send + Sync + 'static {
     /// `karpenter_pods_state{...}`: where every pod's series (`crate::podstate::LABELS`) are
     /// read from at each scrape.
     fn pods_state(&self, _collector: crate::metrics::Collector<10>) {}
+    /// `karpenter_nodeclaims_disrupted_total{reason,nodepool}`.
+    fn node_claim_disrupted(&self, _node_pool: &str, _reason: &str) {}
+    /// `karpenter_nodes_eviction_requests_total{code}` (0: no response).
+    fn eviction_request(&self, _code: u16) {}
+    /// `karpenter_interruption_received_messages_total{message_type}`.
+    fn interruption_received(&self, _message_type: &str) {}
+    /// `karpenter_interruption_deleted_messages_total` and, when the event's time is known,
+    /// `karpenter_interruption_message_queue_duration_seconds`.
+    fn interruption_deleted(&self, _queued_seconds: Option<f64>) {}
+    /// `karpctl_interruption_queue_reachable`.
+    fn interruption_queue_reachable(&self, _reachable: bool) {}
 }
 
 /// Counts nothing.
@@ -229,6 +238,27 @@ impl MetricsSink for crate::metrics::Metrics {
     }
     fn pods_state(&self, collector: crate::metrics::Collector<10>) {
         self.pods_state.collect_from(collector);
+    }
+    fn node_claim_disrupted(&self, node_pool: &str, reason: &str) {
+        self.nodeclaims_disrupted_total.inc([reason, node_pool]);
+    }
+    fn eviction_request(&self, code: u16) {
+        self.nodes_eviction_requests_total.inc([&code.to_string()]);
+    }
+    fn interruption_received(&self, message_type: &str) {
+        self.interruption_received_messages_total
+            .inc([message_type]);
+    }
+    fn interruption_deleted(&self, queued_seconds: Option<f64>) {
+        self.interruption_deleted_messages_total.inc([]);
+        if let Some(s) = queued_seconds {
+            self.interruption_message_queue_duration_seconds
+                .observe([], s);
+        }
+    }
+    fn interruption_queue_reachable(&self, reachable: bool) {
+        self.interruption_queue_reachable
+            .set([], if reachable { 1.0 } else { 0.0 });
     }
 }
 

@@ -105,7 +105,7 @@ async fn run(settings: Settings) -> Result<()> {
         tracing::info!("leader election disabled: reconciling");
         readiness.set_leading(true);
         return tokio::select! {
-            result = reconcile(&settings, client, cloud, &metrics, &readiness) => result,
+            result = reconcile(&settings, client, cloud, &aws, &metrics, &readiness) => result,
             signal = shutdown.recv() => {
                 tracing::info!(signal, "shutting down");
                 Ok(())
@@ -152,7 +152,7 @@ async fn run(settings: Settings) -> Result<()> {
             Ok((_, None)) => unreachable!("renewal stopped only after this select"),
             Err(e) => Outcome::Lost(karpctl_controller::leader::LeaseLost(format!("renewal task failed: {e}"))),
         },
-        result = reconcile(&settings, client, cloud, &metrics, &readiness) => Outcome::Stopped(result),
+        result = reconcile(&settings, client, cloud, &aws, &metrics, &readiness) => Outcome::Stopped(result),
         signal = shutdown.recv() => Outcome::Signal(signal),
     };
     // The reconcilers' futures are dropped here: nothing reconciles past this point.
@@ -223,12 +223,23 @@ async fn reconcile(
     settings: &Settings,
     client: kube::Client,
     cloud: Arc<AwsCloud>,
+    aws: &aws_config::SdkConfig,
     metrics: &Metrics,
     readiness: &Readiness,
 ) -> Result<()> {
-    karpctl_controller::provisioning::run(
+    let queue = settings
+        .interruption_queue
+        .as_deref()
+        .map(|q| karpctl_aws::interruption::SqsQueue::new(aws, q));
+    if queue.is_none() {
+        tracing::info!(
+            "INTERRUPTION_QUEUE is not set: spot interruptions and instance events are not handled"
+        );
+    }
+    karpctl_controller::wiring::run(
         client,
         cloud,
+        queue,
         settings,
         metrics.clone(),
         readiness.synced(),

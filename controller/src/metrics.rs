@@ -82,6 +82,18 @@ pub struct MetricSet {
     pub cluster_state_node_count: Gauge<0>,
     /// `karpenter_cluster_state_synced`: 1 once the cluster state matches the API server.
     pub cluster_state_synced: Gauge<0>,
+    /// `karpenter_nodes_eviction_requests_total{code}`: Eviction API calls by response code.
+    pub nodes_eviction_requests_total: Counter<1>,
+    /// `karpenter_interruption_received_messages_total{message_type}`.
+    pub interruption_received_messages_total: Counter<1>,
+    /// `karpenter_interruption_deleted_messages_total`.
+    pub interruption_deleted_messages_total: Counter<0>,
+    /// `karpenter_interruption_message_queue_duration_seconds`: from the event's time to its
+    /// handling.
+    pub interruption_message_queue_duration_seconds: Histogram<0>,
+    /// `karpctl_interruption_queue_reachable` (karpctl's own): 1 while the last receive from
+    /// the interruption queue worked, 0 while it fails (missing queue, denied permission).
+    pub interruption_queue_reachable: Gauge<0>,
 }
 
 impl Metrics {
@@ -196,6 +208,32 @@ impl Metrics {
                 "Returns 1 if cluster state is synced and 0 otherwise. Synced checks that nodeclaims and nodes that are stored in the APIServer have the same representation as Karpenter's cluster state",
                 [],
             ),
+            nodes_eviction_requests_total: Counter::new(
+                "karpenter_nodes_eviction_requests_total",
+                "The total number of eviction requests made by Karpenter",
+                ["code"],
+            ),
+            interruption_received_messages_total: Counter::new(
+                "karpenter_interruption_received_messages_total",
+                "Count of messages received from the SQS queue. Broken down by message type and whether the message was actionable.",
+                ["message_type"],
+            ),
+            interruption_deleted_messages_total: Counter::new(
+                "karpenter_interruption_deleted_messages_total",
+                "Count of messages deleted from the SQS queue.",
+                [],
+            ),
+            interruption_message_queue_duration_seconds: Histogram::new(
+                "karpenter_interruption_message_queue_duration_seconds",
+                "Amount of time an interruption message is on the queue before it is processed by karpenter.",
+                [],
+                DURATION_BUCKETS,
+            ),
+            interruption_queue_reachable: Gauge::new(
+                "karpctl_interruption_queue_reachable",
+                "1 while the last receive from the interruption queue succeeded, 0 while it fails (see the controller's log for why).",
+                [],
+            ),
         };
         set.build_info
             .set([env!("CARGO_PKG_VERSION"), crate::logging::commit()], 1.0);
@@ -205,7 +243,7 @@ impl Metrics {
     /// The Prometheus text exposition of every family, in a stable order.
     pub fn render(&self) -> String {
         let set = &self.0;
-        let families: [&dyn Render; 19] = [
+        let families: [&dyn Render; 24] = [
             &set.build_info,
             &set.nodeclaims_created_total,
             &set.nodeclaims_launched_total,
@@ -225,6 +263,11 @@ impl Metrics {
             &set.nodepools_limit,
             &set.cluster_state_node_count,
             &set.cluster_state_synced,
+            &set.nodes_eviction_requests_total,
+            &set.interruption_received_messages_total,
+            &set.interruption_deleted_messages_total,
+            &set.interruption_message_queue_duration_seconds,
+            &set.interruption_queue_reachable,
         ];
         let mut out = String::new();
         for family in families {

@@ -50,16 +50,7 @@ pub fn hash(class: &EC2NodeClass) -> String {
     crate::nodepool::fnv1a64(spec.to_string().as_bytes()).to_string()
 }
 
-/// The reason a part's condition is False with, as upstream names it.
-pub fn not_found_reason(condition_type: &str) -> &'static str {
-    match condition_type {
-        cond::SUBNETS_READY => "SubnetsNotFound",
-        cond::SECURITY_GROUPS_READY => "SecurityGroupsNotFound",
-        cond::AMIS_READY => "AMINotFound",
-        cond::INSTANCE_PROFILE_READY => "InstanceProfileNotReady",
-        _ => "NotReady",
-    }
-}
+pub use karpctl_aws::nodeclass::not_found_reason;
 
 /// The parts a node class resolves, each with its condition type, in resolution order.
 const PARTS: [(&str, &str); 4] = [
@@ -95,38 +86,31 @@ fn set_ready(conditions: &mut Vec<Condition>, now: Timestamp) {
     }
 }
 
-/// The status to write: what the cloud resolved (or the old status and the error), a
-/// condition per part, and `Ready`.
+/// The status to write, recomputed from what this resolution observed and nothing else: the
+/// values the cloud resolved, a condition per part, and `Ready`. The old status only lends
+/// its transition times to conditions whose status did not change; its values and
+/// conditions are never carried forward (a class that failed once would otherwise stay
+/// failed, and show stale subnets and parts never checked as True).
 pub fn status(
     old: Option<&EC2NodeClassStatus>,
     resolved: Result<EC2NodeClassStatus, &CloudError>,
     now: Timestamp,
 ) -> EC2NodeClassStatus {
-    let mut conditions = old.map(|s| s.conditions.clone()).unwrap_or_default();
-    match resolved {
-        Ok(mut new) => {
+    let error: Option<&CloudError> = resolved.as_ref().err().copied();
+    let mut conditions: Vec<Condition> = Vec::new();
+    let mut out = match resolved {
+        Ok(new) => {
             let present = [
                 !new.subnets.is_empty(),
                 !new.security_groups.is_empty(),
                 !new.amis.is_empty(),
                 new.instance_profile.is_some(),
             ];
-            // Conditions the cloud set itself win over what is derived here.
-            for c in &new.conditions {
-                set_condition(
-                    &mut conditions,
-                    &c.type_,
-                    c.status,
-                    &c.reason,
-                    &c.message,
-                    now,
-                );
-            }
             for ((type_, what), ok) in PARTS.iter().zip(present) {
-                if new.conditions.iter().any(|c| c.type_ == *type_) {
-                    continue;
-                }
-                if ok {
+                // A condition the cloud set for the part wins over one derived here.
+                if let Some(c) = new.conditions.iter().find(|c| c.type_ == *type_) {
+                    set_condition(&mut conditions, type_, c.status, &c.reason, &c.message, now);
+                } else if ok {
                     set_condition(
                         &mut conditions,
                         type_,
@@ -147,13 +131,28 @@ pub fn status(
                     );
                 }
             }
-            set_ready(&mut conditions, now);
-            new.conditions = conditions;
-            new
+            for c in new
+                .conditions
+                .iter()
+                .filter(|c| c.type_ != READY && !PARTS.iter().any(|(t, _)| *t == c.type_))
+            {
+                set_condition(
+                    &mut conditions,
+                    &c.type_,
+                    c.status,
+                    &c.reason,
+                    &c.message,
+                    now,
+                );
+            }
+            EC2NodeClassStatus {
+                conditions: Vec::new(),
+                ..new
+            }
         }
         Err(e) => {
-            // The cloud names the part that failed (`SubnetsReady: no subnet matched ...`);
-            // anything else (a throttled or failed call) says nothing about the parts.
+            // The whole resolution failed. If the cloud named the part, that part is False;
+            // the others were not observed this time and are Unknown.
             let failed_part = match e {
                 CloudError::NodeClassNotReady { reason, .. } => PARTS.iter().find_map(|(t, _)| {
                     reason
@@ -163,32 +162,54 @@ pub fn status(
                 }),
                 _ => None,
             };
-            match failed_part {
-                Some((type_, message)) => {
-                    set_condition(
+            for (type_, _) in PARTS {
+                match failed_part {
+                    Some((failed, message)) if failed == type_ => set_condition(
                         &mut conditions,
                         type_,
                         ConditionStatus::False,
                         not_found_reason(type_),
                         message,
                         now,
-                    );
-                    set_ready(&mut conditions, now);
+                    ),
+                    _ => set_condition(
+                        &mut conditions,
+                        type_,
+                        ConditionStatus::Unknown,
+                        e.reason(),
+                        &e.to_string(),
+                        now,
+                    ),
                 }
-                None => set_condition(
-                    &mut conditions,
-                    READY,
-                    ConditionStatus::False,
-                    e.reason(),
-                    &e.to_string(),
-                    now,
-                ),
             }
-            let mut out = old.cloned().unwrap_or_default();
-            out.conditions = conditions;
-            out
+            EC2NodeClassStatus::default()
+        }
+    };
+    set_ready(&mut conditions, now);
+    if let Some(e) = error
+        && !conditions
+            .iter()
+            .any(|c| c.type_ != READY && c.status == ConditionStatus::False)
+    {
+        set_condition(
+            &mut conditions,
+            READY,
+            ConditionStatus::False,
+            e.reason(),
+            &e.to_string(),
+            now,
+        );
+    }
+    // Keep when each condition last changed, where it did not change now.
+    for c in &mut conditions {
+        if let Some(before) = old.and_then(|o| o.condition(&c.type_))
+            && before.status == c.status
+        {
+            c.last_transition_time = before.last_transition_time.clone();
         }
     }
+    out.conditions = conditions;
+    out
 }
 
 /// Whether two statuses differ in anything but transition times.
@@ -429,11 +450,115 @@ mod tests {
             "{}",
             ready.message
         );
-        assert_eq!(s.subnets.len(), 1, "what was resolved before is kept");
+        assert!(
+            s.subnets.is_empty(),
+            "values resolved before are not carried forward"
+        );
+    }
+
+    fn part(type_: &str, status: ConditionStatus, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status,
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::UNIX_EPOCH,
+            ),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: None,
+        }
+    }
+
+    fn resolved_ok() -> EC2NodeClassStatus {
+        EC2NodeClassStatus {
+            subnets: vec![Subnet {
+                id: "subnet-1".into(),
+                zone: "us-west-2a".into(),
+                zone_id: None,
+            }],
+            security_groups: vec![karpctl_api::v1::SecurityGroup {
+                id: "sg-1".into(),
+                name: None,
+            }],
+            amis: vec![karpctl_api::v1::Ami {
+                id: "ami-1".into(),
+                name: None,
+                deprecated: false,
+                requirements: Vec::new(),
+            }],
+            instance_profile: Some("p".into()),
+            conditions: PARTS
+                .iter()
+                .map(|(t, _)| part(t, ConditionStatus::True, t, ""))
+                .collect(),
+            ..Default::default()
+        }
     }
 
     #[test]
-    fn a_failed_call_marks_only_ready_and_keeps_the_parts() {
+    fn a_class_that_failed_once_is_ready_again_when_its_parts_resolve() {
+        let then: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let now: Timestamp = "2026-12-01T00:05:00Z".parse().unwrap();
+        // A transient NoSuchEntity right after the role was created.
+        let mut failed = resolved_ok();
+        failed.instance_profile = None;
+        failed.conditions[3] = part(
+            cond::INSTANCE_PROFILE_READY,
+            ConditionStatus::False,
+            "InstanceProfileNotReady",
+            "role R cannot be added to instance profile p: NoSuchEntity",
+        );
+        let broken = status(None, Ok(failed), then);
+        assert!(!broken.is_true(READY));
+        assert_eq!(broken.instance_profile, None);
+        let healed = status(Some(&broken), Ok(resolved_ok()), now);
+        assert!(healed.is_true(READY), "{:?}", healed.conditions);
+        assert!(healed.is_true(cond::INSTANCE_PROFILE_READY));
+        assert_eq!(healed.instance_profile.as_deref(), Some("p"));
+        // Unchanged parts keep when they last changed; the healed ones changed now.
+        assert_eq!(
+            healed
+                .condition(cond::SUBNETS_READY)
+                .unwrap()
+                .last_transition_time
+                .0,
+            then
+        );
+        assert_eq!(healed.condition(READY).unwrap().last_transition_time.0, now);
+    }
+
+    #[test]
+    fn a_part_that_fails_now_is_false_whatever_it_was_before() {
+        let now = Timestamp::now();
+        let ok = status(None, Ok(resolved_ok()), now);
+        assert!(ok.is_true(READY));
+        let mut wrong_role = resolved_ok();
+        wrong_role.instance_profile = None;
+        wrong_role.subnets = Vec::new();
+        wrong_role.conditions[0] = part(
+            cond::SUBNETS_READY,
+            ConditionStatus::False,
+            "SubnetsNotFound",
+            "no subnet matched: subnetSelectorTerms[0] {}",
+        );
+        wrong_role.conditions[3] = part(
+            cond::INSTANCE_PROFILE_READY,
+            ConditionStatus::False,
+            "InstanceProfileNotReady",
+            "role Wrong cannot be added to instance profile p: NoSuchEntity",
+        );
+        let s = status(Some(&ok), Ok(wrong_role), now);
+        assert!(!s.is_true(cond::INSTANCE_PROFILE_READY));
+        assert!(!s.is_true(cond::SUBNETS_READY));
+        assert!(s.subnets.is_empty(), "no stale subnets");
+        assert!(s.is_true(cond::AMIS_READY));
+        let ready = s.condition(READY).unwrap();
+        assert_eq!(ready.reason, "SubnetsNotFound");
+        assert!(ready.message.contains("role Wrong"), "{}", ready.message);
+    }
+
+    #[test]
+    fn a_failed_call_leaves_the_parts_unknown_and_ready_false() {
         let now = Timestamp::now();
         let mut old = EC2NodeClassStatus::default();
         set_condition(
@@ -446,7 +571,11 @@ mod tests {
         );
         let err = CloudError::Throttled("DescribeSubnets: Throttling".into());
         let s = status(Some(&old), Err(&err), now);
-        assert!(s.is_true(cond::SUBNETS_READY));
+        assert_eq!(
+            s.condition(cond::SUBNETS_READY).unwrap().status,
+            ConditionStatus::Unknown,
+            "not observed this time"
+        );
         let ready = s.condition(READY).unwrap();
         assert_eq!(
             (ready.status, ready.reason.as_str()),

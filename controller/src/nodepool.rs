@@ -22,16 +22,7 @@ use crate::nodeclaim::set_condition;
 use crate::provisioning::{node_class_readiness, resources_from_list, resources_to_list};
 use crate::state::{self, ClusterState, SharedState};
 
-/// 64-bit FNV-1a: tiny, dependency-free and fixed forever, which is what a hash stored on
-/// objects and compared across versions needs.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub use karpctl_api::hash::fnv1a64;
 
 /// `karpenter.sh/nodepool-hash`: FNV-1a (64-bit) of the pool's `spec.template` serialized as
 /// JSON with sorted keys, leaving out what upstream leaves out of its hash — requirements

@@ -43,11 +43,11 @@ pub struct Settings {
     pub aws_region: Option<String>,
 
     /// How long the provisioner waits after the last new pending pod before it plans.
-    #[arg(long, env = "BATCH_IDLE_DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "BATCH_IDLE_DURATION", default_value = defaults::BATCH_IDLE, value_parser = parse_duration)]
     pub batch_idle_duration: Duration,
 
     /// The longest the provisioner keeps batching while pods keep arriving.
-    #[arg(long, env = "BATCH_MAX_DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "BATCH_MAX_DURATION", default_value = defaults::BATCH_MAX, value_parser = parse_duration)]
     pub batch_max_duration: Duration,
 
     #[arg(long, env = "LOG_LEVEL", default_value = "info", ignore_case = true)]
@@ -92,11 +92,11 @@ pub struct Settings {
     pub leader_election_name: String,
 
     /// A NodeClaim whose instance has not launched by then is deleted.
-    #[arg(long, env = "LAUNCH_TTL", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "LAUNCH_TTL", default_value = defaults::LAUNCH_TTL, value_parser = parse_duration)]
     pub launch_ttl: Duration,
 
     /// A launched NodeClaim whose Node has not registered by then is deleted.
-    #[arg(long, env = "REGISTRATION_TTL", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, env = "REGISTRATION_TTL", default_value = defaults::REGISTRATION_TTL, value_parser = parse_duration)]
     pub registration_ttl: Duration,
 }
 
@@ -119,6 +119,22 @@ impl LogLevel {
     }
 }
 
+/// The one home of the controller's defaults: the flags' default values and the `Default`
+/// impls (here and in `ReconcilerSettings`) read them from here.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const BATCH_IDLE: &str = "1s";
+    pub const BATCH_MAX: &str = "10s";
+    pub const LAUNCH_TTL: &str = "5m";
+    pub const REGISTRATION_TTL: &str = "15m";
+
+    /// A default above as a duration (they are literals, checked by a test).
+    pub fn duration(text: &str) -> Duration {
+        super::parse_duration(text).unwrap_or_default()
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -128,8 +144,8 @@ impl Default for Settings {
             system_namespace: "kube-system".to_string(),
             pod_name: None,
             aws_region: None,
-            batch_idle_duration: Duration::from_secs(1),
-            batch_max_duration: Duration::from_secs(10),
+            batch_idle_duration: defaults::duration(defaults::BATCH_IDLE),
+            batch_max_duration: defaults::duration(defaults::BATCH_MAX),
             log_level: LogLevel::Info,
             metrics_port: 8080,
             health_probe_port: 8081,
@@ -139,8 +155,8 @@ impl Default for Settings {
             isolated_vpc: false,
             disable_leader_election: false,
             leader_election_name: "karpenter-leader-election".to_string(),
-            launch_ttl: Duration::from_secs(5 * 60),
-            registration_ttl: Duration::from_secs(15 * 60),
+            launch_ttl: defaults::duration(defaults::LAUNCH_TTL),
+            registration_ttl: defaults::duration(defaults::REGISTRATION_TTL),
         }
     }
 }
@@ -320,6 +336,17 @@ mod tests {
             expected
         );
         assert_eq!(expected.validate(), Ok(()));
+        for d in [
+            defaults::BATCH_IDLE,
+            defaults::BATCH_MAX,
+            defaults::LAUNCH_TTL,
+            defaults::REGISTRATION_TTL,
+        ] {
+            assert!(parse_duration(d).is_ok_and(|d| d > Duration::ZERO), "{d}");
+        }
+        let reconcilers = crate::provisioning::ReconcilerSettings::default();
+        assert_eq!(reconcilers.batch_idle, expected.batch_idle_duration);
+        assert_eq!(reconcilers.registration_ttl, expected.registration_ttl);
     }
 
     #[test]

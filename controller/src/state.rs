@@ -402,6 +402,48 @@ impl NodeRecord {
         self.finalizers.iter().any(|f| f.as_ref() == finalizer)
     }
 
+    /// The scheduler's view of this node with `pods` bound to it, built straight from the
+    /// record (labels, taints, allocatable) without rebuilding the API Node first.
+    pub fn existing_node(
+        &self,
+        pods: Vec<Arc<SchedulingPod>>,
+    ) -> Result<karpctl_scheduling::ExistingNode, String> {
+        if self.allocatable.is_empty() {
+            return Err(
+                "status.allocatable: missing: an existing node must say what it can hold".into(),
+            );
+        }
+        let allocatable = karpctl_cloud::Resources::from_quantities(
+            self.allocatable
+                .iter()
+                .map(|(k, v)| (k.as_ref(), v.as_ref())),
+        )
+        .map_err(|e| format!("status.allocatable: {e}"))?;
+        let mut taints = Vec::new();
+        for (i, t) in self.taints.iter().flatten().enumerate() {
+            taints.push(
+                karpctl_scheduling::kubernetes::taint(t, &format!("spec.taints[{i}]"))
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let mut labels: BTreeMap<String, String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        labels
+            .entry(karpctl_api::labels::HOSTNAME.to_owned())
+            .or_insert_with(|| self.name.to_string());
+        Ok(karpctl_scheduling::ExistingNode {
+            name: self.name.to_string(),
+            labels,
+            taints,
+            allocatable,
+            pods,
+            in_flight: false,
+        })
+    }
+
     /// The Node as stored: [`trim`]med, conditions other than `Ready` left out.
     pub fn to_node(&self) -> Node {
         Node {

@@ -396,3 +396,28 @@ fn a_pod_pinned_to_a_pool_whose_node_class_is_broken_is_told_so() {
         "nodepool broken is not ready: EC2NodeClass missing not found"
     );
 }
+
+#[test]
+fn a_new_leader_plans_the_pods_it_finds_pending_once_its_state_has_synced() {
+    use karpctl_controller::provisioning::BatchTrigger;
+    let pending = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect();
+    let mut trigger = BatchTrigger::default();
+    // Before the sync a batch would be refused: no trigger, and the pods are not "seen".
+    assert!(!trigger.observe(false, pending(&["default/a"]), false));
+    assert!(!trigger.observe(false, pending(&["default/a"]), true));
+    // The sync's own change notification opens the batch at once, not the retry timer.
+    assert!(trigger.observe(true, pending(&["default/a"]), false));
+    assert!(
+        !trigger.observe(true, pending(&["default/a"]), false),
+        "not new any more"
+    );
+    assert!(
+        trigger.observe(true, pending(&["default/a"]), true),
+        "the periodic retry"
+    );
+    assert!(trigger.observe(true, pending(&["default/a", "default/b"]), false));
+    assert!(
+        !trigger.observe(true, pending(&[]), true),
+        "nothing pending"
+    );
+}

@@ -39,8 +39,8 @@ step "karpctl init --cluster $KARPCTL_SANDBOX_CLUSTER --yes"
 step "the controller, as its Deployment's ServiceAccount (the sandbox runs it as local processes)"
 sandbox/sandbox controller start
 
-step "a NodePool restricted to a few instance types, and a pause Deployment at 0 replicas"
-kubectl apply -f examples/demo/nodepool.yaml -f examples/demo/inflate.yaml
+step "a NodePool restricted to a few instance types, a pause Deployment at 0 replicas and its PDB"
+kubectl apply -f examples/demo/nodepool.yaml -f examples/demo/inflate.yaml -f examples/demo/inflate-pdb.yaml
 
 for replicas in 5 12; do
   step "kubectl scale deployment inflate --replicas $replicas"
@@ -49,11 +49,36 @@ for replicas in 5 12; do
   "$bin/karpctl" status
 done
 
+# The NodeClaim whose node runs the most inflate pods.
+busiest=$(kubectl get pods -l app=inflate -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort | uniq -c | sort -rn | awk 'NR==1 {print $2}')
+claim=$(kubectl get nodeclaims -o jsonpath="{range .items[?(@.status.nodeName=='$busiest')]}{.metadata.name}{end}")
+step "kubectl delete nodeclaim $claim (node $busiest, $(kubectl get pods -l app=inflate --field-selector spec.nodeName="$busiest" -o name | wc -l) inflate pods)"
+echo "   the controller taints the node, evicts its pods within the PDB (maxUnavailable 1),"
+echo "   launches capacity for them, and terminates the instance once the node is empty"
+kubectl delete nodeclaim "$claim" --wait=false
+deadline=$((SECONDS + 300))
+while kubectl get nodeclaim "$claim" -o name >/dev/null 2>&1; do
+  on_node=$(kubectl get pods -l app=inflate --field-selector spec.nodeName="$busiest" -o name 2>/dev/null | wc -l)
+  running=$(kubectl get pods -l app=inflate --field-selector=status.phase=Running -o name | wc -l)
+  drained=$(kubectl get nodeclaim "$claim" -o jsonpath='{.status.conditions[?(@.type=="Drained")].message}' 2>/dev/null || true)
+  printf '\r   %s pods left on %s, %s/12 Running  %-60.60s' "$on_node" "$busiest" "$running" "$drained"
+  if [ $SECONDS -ge $deadline ]; then
+    echo; echo "demo: $claim still exists after 300s; see 'kubectl describe nodeclaim $claim'" >&2
+    exit 1
+  fi
+  sleep 2
+done
+echo
+wait_running 12
+"$bin/karpctl" status
+
 step "what the controller logged (kubectl logs ... | jq works the same on a real cluster)"
-grep -h '"message":"\(computed new nodeclaim(s) to fit pod(s)\|launched nodeclaim\)"' "$KARPCTL_SANDBOX_DIR"/logs/karpctl-controller-*.log 2>/dev/null | tail -n 6 || true
+grep -h '"message":"\(computed new nodeclaim(s) to fit pod(s)\|launched nodeclaim\|evicted pod\|deleted node\|deleted nodeclaim\)"' "$KARPCTL_SANDBOX_DIR"/logs/karpctl-controller-*.log 2>/dev/null | tail -n 12 || true
 
 cat <<'DONE'
 
 Done. Try: `sandbox/sandbox kubectl get nodeclaims`, `karpctl status`,
 `sandbox/sandbox controller logs`; clean up with `karpctl uninstall --cluster sandbox --yes`.
+Not built yet: consolidation (scaling inflate down leaves its nodes in place until they
+expire or are deleted).
 DONE

@@ -27,10 +27,7 @@ const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
 /// FNV-1a over the spec's JSON: stable across Rust releases and machines, unlike `Hash`.
 pub fn spec_hash(crd: &CustomResourceDefinition) -> String {
     let json = serde_json::to_vec(&crd.spec).expect("a CRD spec serializes");
-    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!("{:016x}", karpctl_api::hash::fnv1a64(json))
 }
 
 /// karpctl's CRDs as they are applied: labelled as karpctl's and carrying their spec hash.

@@ -22,6 +22,98 @@ const FIELD_MANAGER: &str = "karpctl";
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long uninstall waits for the controller to terminate nodes and run finalizers.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(900);
+/// How long uninstall waits on the controller's finalizers while no controller runs at all.
+const NOT_RUNNING_TIMEOUT: Duration = Duration::from_secs(60);
+/// The Lease the controller's replicas compete for (its `LEADER_ELECTION_NAME` default).
+const LEADER_LEASE: &str = "karpenter-leader-election";
+
+/// Whether a controller replica leads: the leader Lease (in any namespace) has a holder that
+/// renewed it within its lease duration (with slack for clock skew between here and the
+/// cluster). `Err` says why not, naming the Lease.
+pub async fn controller_running(client: &kube::Client) -> anyhow::Result<Result<String, String>> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: Api<Lease> = Api::all(client.clone());
+    let found = leases
+        .list(&ListParams::default().fields(&format!("metadata.name={LEADER_LEASE}")))
+        .await
+        .context("reading the controller's leader Lease")?;
+    Ok(leader_of(&found.items, k8s_openapi::jiff::Timestamp::now()))
+}
+
+/// The live holder among `leases`, or why there is none (pure, for tests).
+pub fn leader_of(
+    leases: &[k8s_openapi::api::coordination::v1::Lease],
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<String, String> {
+    let Some(lease) = leases.first() else {
+        return Err(format!(
+            "no Lease {LEADER_LEASE} exists: the controller has never run in this cluster"
+        ));
+    };
+    let id = format!(
+        "{}/{}",
+        lease.metadata.namespace.as_deref().unwrap_or_default(),
+        lease.metadata.name.as_deref().unwrap_or_default()
+    );
+    let spec = lease.spec.clone().unwrap_or_default();
+    let holder = spec.holder_identity.filter(|h| !h.is_empty());
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    let renewed_ago = spec
+        .renew_time
+        .map(|t| (now.as_millisecond() - t.0.as_millisecond()) / 1000);
+    match (holder, renewed_ago) {
+        (Some(h), Some(ago)) if ago <= duration * 2 + 10 => Ok(h),
+        (Some(h), Some(ago)) => Err(format!(
+            "Lease {id} was last renewed by {h} {ago}s ago: no controller replica is running"
+        )),
+        _ => Err(format!(
+            "Lease {id} has no holder: no controller replica is running"
+        )),
+    }
+}
+
+/// What to tell a user waiting on the controller, and whether to give up: `None` while a
+/// controller leads; else the message, and since when it has not been running.
+struct ControllerWatch {
+    down_since: Option<Instant>,
+}
+
+impl ControllerWatch {
+    fn new() -> Self {
+        Self { down_since: None }
+    }
+
+    /// Check the controller; an error once it has been down for [`NOT_RUNNING_TIMEOUT`].
+    async fn check(
+        &mut self,
+        client: &kube::Client,
+        waiting_for: &str,
+        progress: &dyn Fn(String),
+    ) -> anyhow::Result<()> {
+        match controller_running(client).await? {
+            Ok(_) => {
+                if self.down_since.take().is_some() {
+                    progress("the controller is running again".to_owned());
+                }
+                Ok(())
+            }
+            Err(why) => {
+                let since = *self.down_since.get_or_insert_with(|| {
+                    progress(format!(
+                        "{waiting_for}: but the controller is not running ({why}); nothing will finish this until it does"
+                    ));
+                    Instant::now()
+                });
+                if since.elapsed() > NOT_RUNNING_TIMEOUT {
+                    bail!(
+                        "{waiting_for}, but the controller is not running ({why}). Start it (`kubectl -n kube-system scale deployment karpenter --replicas=2`, or run `karpctl init` again) so it drains and terminates the nodes, then run uninstall again"
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}
 
 fn api(client: &kube::Client, o: &KubeObject) -> Api<DynamicObject> {
     let (group, version) = match o.api_version.split_once('/') {
@@ -259,12 +351,19 @@ pub async fn delete(
     }
     let start = Instant::now();
     let mut said = false;
+    // Karpenter's own objects are finalized by the controller; say so when it is not there.
+    let needs_controller = o.api_version.starts_with("karpenter.");
+    let mut controller = ControllerWatch::new();
     while api
         .get_opt(&o.name)
         .await
         .with_context(|| format!("reading {} {}", o.kind, o.id()))?
         .is_some()
     {
+        if needs_controller {
+            let what = format!("{} {} waits for the controller's finalizer", o.kind, o.id());
+            controller.check(client, &what, progress).await?;
+        }
         if start.elapsed() > DELETE_TIMEOUT {
             bail!(
                 "{} {} is still terminating after {}s: its finalizer is held by the Karpenter controller; check it runs (`kubectl -n kube-system logs -l app.kubernetes.io/instance=karpenter`), then run uninstall again",
@@ -289,11 +388,18 @@ pub async fn wait_node_claims_gone(
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut last = usize::MAX;
+    let mut controller = ControllerWatch::new();
     loop {
         let left = names_of(client, "karpenter.sh/v1", "NodeClaim").await?;
         if left.is_empty() {
             return Ok(());
         }
+        let what = format!(
+            "{} NodeClaim(s) wait to be drained and terminated by the controller ({})",
+            left.len(),
+            left.join(", ")
+        );
+        controller.check(client, &what, progress).await?;
         if left.len() != last {
             progress(format!(
                 "waiting for {} NodeClaim(s) to be drained and terminated: {}",
@@ -311,5 +417,51 @@ pub async fn wait_node_claims_gone(
             );
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod controller_liveness_tests {
+    use super::leader_of;
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    use k8s_openapi::jiff::{Timestamp, ToSpan};
+
+    fn lease(holder: Option<&str>, renewed: Option<Timestamp>) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                namespace: Some("kube-system".into()),
+                name: Some("karpenter-leader-election".into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_owned),
+                lease_duration_seconds: Some(15),
+                renew_time: renewed.map(MicroTime),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn uninstall_tells_a_running_controller_from_a_stopped_one() {
+        let now: Timestamp = "2026-12-07T12:00:00Z".parse().unwrap();
+        let recent = now.checked_sub(5.seconds()).unwrap();
+        let stale = now.checked_sub(10.minutes()).unwrap();
+        assert_eq!(
+            leader_of(&[lease(Some("karpenter-a"), Some(recent))], now),
+            Ok("karpenter-a".into())
+        );
+        let stopped = leader_of(&[lease(Some("karpenter-a"), Some(stale))], now).unwrap_err();
+        assert!(stopped.contains("600s ago"), "{stopped}");
+        assert!(
+            stopped.contains("kube-system/karpenter-leader-election"),
+            "{stopped}"
+        );
+        // A leader that stepped down released the Lease.
+        let released = leader_of(&[lease(Some(""), Some(recent))], now).unwrap_err();
+        assert!(released.contains("no holder"), "{released}");
+        let never = leader_of(&[], now).unwrap_err();
+        assert!(never.contains("never run"), "{never}");
     }
 }

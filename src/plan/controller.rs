@@ -200,10 +200,7 @@ pub enum ManifestError {
 /// machines and releases.
 pub fn content_hash(body: &Value) -> String {
     let json = serde_json::to_vec(body).expect("a Value serializes");
-    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!("{:016x}", karpctl_api::hash::fnv1a64(json))
 }
 
 /// The controller's objects in apply order (namespace, identity, RBAC, Service, PDB, and

@@ -28,9 +28,7 @@ pub fn fit(prefix: &str, cluster: &str, suffix: &str, max: usize) -> String {
 
 /// FNV-1a: a hash whose value never depends on the Rust version or the machine.
 fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
+    karpctl_api::hash::fnv1a32(s)
 }
 
 #[cfg(test)]

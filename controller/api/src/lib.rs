@@ -11,6 +11,7 @@
 
 pub mod convert;
 pub mod crd;
+pub mod hash;
 pub mod labels;
 pub mod manifest;
 pub mod requirements;

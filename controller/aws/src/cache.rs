@@ -114,11 +114,16 @@ impl UnavailableOfferings {
     }
 
     pub fn mark(&self, key: OfferingKey) {
+        self.mark_because(key, "insufficient capacity");
+    }
+
+    pub fn mark_because(&self, key: OfferingKey, reason: &str) {
         tracing::info!(
             instance_type = %key.instance_type,
             zone = %key.zone,
             capacity_type = %key.capacity_type,
-            "offering marked unavailable: insufficient capacity"
+            reason,
+            "offering marked unavailable"
         );
         self.0.put(key, ());
     }

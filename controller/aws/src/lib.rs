@@ -12,6 +12,7 @@
 pub mod api;
 pub mod cache;
 pub mod instancetypes;
+pub mod interruption;
 pub mod launch;
 pub mod nodeclass;
 pub mod userdata;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use karpctl_api::v1::{EC2NodeClass, EC2NodeClassStatus, NodeClaim, NodePool};
 use karpctl_cloud::{
     CloudError, CloudProvider, CloudResult, DriftReason, Instance, InstanceType, Launched,
+    OfferingKey,
 };
 
 use crate::api::{AwsApi, Sdk};
@@ -174,5 +176,9 @@ impl<A: AwsApi> CloudProvider for AwsCloud<A> {
 
     async fn finalize_node_class(&self, node_class: &EC2NodeClass) -> CloudResult<()> {
         self.clean_up_node_class(node_class).await
+    }
+
+    fn mark_unavailable(&self, offering: OfferingKey, reason: &str) {
+        self.unavailable.mark_because(offering, reason);
     }
 }

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use karpctl_api::labels;
 use karpctl_api::v1::condition_types::ec2_node_class as condition_types;
 use karpctl_api::v1::{
-    Ami, AmiFamily, AmiSelectorTerm, EC2NodeClass, EC2NodeClassStatus, NodeClaim,
-    NodeSelectorRequirement, SecurityGroup, Subnet,
+    Ami, AmiFamily, AmiSelectorTerm, Condition, ConditionStatus, EC2NodeClass, EC2NodeClassStatus,
+    NodeClaim, NodeSelectorRequirement, SecurityGroup, Subnet,
 };
 use karpctl_cloud::{CloudError, CloudResult, DriftReason};
 
@@ -52,14 +52,9 @@ pub fn role_name(role: &str) -> &str {
     role.rsplit('/').next().unwrap_or(role)
 }
 
-/// FNV-1a: a stable hash (std's differs between runs) for deterministic names.
+/// The workspace's stable hash, for deterministic names.
 pub fn fnv64(text: &str) -> u64 {
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for b in text.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x100000001b3);
-    }
-    hash
+    karpctl_api::hash::fnv1a64(text)
 }
 
 /// Which instance types an EKS-optimized AMI variant is for: the standard AMI for types
@@ -204,16 +199,95 @@ fn describe_term(term: &impl serde::Serialize) -> String {
     serde_json::to_string(term).unwrap_or_default()
 }
 
+/// A part's condition from its lookup: True, or False with upstream's reason for a term that
+/// matched nothing and the error's own reason (`Throttled`, `CloudProviderError`) for a
+/// failed call. Transition times are the controller's to keep.
+fn part_condition(type_: &str, outcome: Result<(), CloudError>) -> Condition {
+    let (status, reason, message) = match outcome {
+        Ok(()) => (ConditionStatus::True, type_.to_owned(), String::new()),
+        Err(CloudError::NodeClassNotReady { reason, .. }) => {
+            let message = reason
+                .strip_prefix(type_)
+                .and_then(|r| r.strip_prefix(": "))
+                .unwrap_or(&reason)
+                .to_owned();
+            (
+                ConditionStatus::False,
+                not_found_reason(type_).to_owned(),
+                message,
+            )
+        }
+        Err(e) => (ConditionStatus::False, e.reason().to_owned(), e.to_string()),
+    };
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ),
+        reason,
+        message,
+        observed_generation: None,
+    }
+}
+
+/// The reason a part's condition is False with when its terms matched nothing, as upstream
+/// names it.
+pub fn not_found_reason(condition_type: &str) -> &'static str {
+    match condition_type {
+        condition_types::SUBNETS_READY => "SubnetsNotFound",
+        condition_types::SECURITY_GROUPS_READY => "SecurityGroupsNotFound",
+        condition_types::AMIS_READY => "AMINotFound",
+        condition_types::INSTANCE_PROFILE_READY => "InstanceProfileNotReady",
+        _ => "NotReady",
+    }
+}
+
 impl<A: AwsApi> AwsCloud<A> {
+    /// Resolve every part from scratch: each part is looked up even when another failed, and
+    /// the status says exactly what this pass observed — a part that failed has its condition
+    /// False (naming the term, or the API error) and no stale values, a part that resolved
+    /// has its condition True. Nothing is carried over from the old status, so a class that
+    /// failed once (IAM's `NoSuchEntity` for seconds after a role is created, a wrong role
+    /// corrected later) is Ready again as soon as its parts resolve.
     pub(crate) async fn resolve_node_class(
         &self,
         node_class: &EC2NodeClass,
     ) -> CloudResult<EC2NodeClassStatus> {
-        let mut status = node_class.status.clone().unwrap_or_default();
-        status.subnets = self.resolve_subnets(node_class).await?;
-        status.security_groups = self.resolve_security_groups(node_class).await?;
-        status.amis = self.resolve_amis(node_class).await?;
-        status.instance_profile = Some(self.resolve_instance_profile(node_class).await?);
+        let mut status = EC2NodeClassStatus::default();
+        let mut outcomes: Vec<(&str, Result<(), CloudError>)> = Vec::new();
+        match self.resolve_subnets(node_class).await {
+            Ok(v) => {
+                status.subnets = v;
+                outcomes.push((condition_types::SUBNETS_READY, Ok(())));
+            }
+            Err(e) => outcomes.push((condition_types::SUBNETS_READY, Err(e))),
+        }
+        match self.resolve_security_groups(node_class).await {
+            Ok(v) => {
+                status.security_groups = v;
+                outcomes.push((condition_types::SECURITY_GROUPS_READY, Ok(())));
+            }
+            Err(e) => outcomes.push((condition_types::SECURITY_GROUPS_READY, Err(e))),
+        }
+        match self.resolve_amis(node_class).await {
+            Ok(v) => {
+                status.amis = v;
+                outcomes.push((condition_types::AMIS_READY, Ok(())));
+            }
+            Err(e) => outcomes.push((condition_types::AMIS_READY, Err(e))),
+        }
+        match self.resolve_instance_profile(node_class).await {
+            Ok(v) => {
+                status.instance_profile = Some(v);
+                outcomes.push((condition_types::INSTANCE_PROFILE_READY, Ok(())));
+            }
+            Err(e) => outcomes.push((condition_types::INSTANCE_PROFILE_READY, Err(e))),
+        }
+        status.conditions = outcomes
+            .into_iter()
+            .map(|(type_, outcome)| part_condition(type_, outcome))
+            .collect();
         Ok(status)
     }
 
@@ -493,21 +567,34 @@ impl<A: AwsApi> AwsCloud<A> {
             }
         };
         if !profile.roles.contains(&role) {
+            // A profile holds one role, so the old one must go before the new one is added.
+            // If the new one cannot be added (a wrong or not yet visible role), the old one is
+            // put back: nodes already running with this profile keep a working role.
             for other in &profile.roles {
                 self.api
                     .remove_role_from_instance_profile(name.clone(), other.clone())
                     .await?;
             }
-            self.api
+            if let Err(e) = self
+                .api
                 .add_role_to_instance_profile(name.clone(), role.clone())
                 .await
-                .map_err(|e| {
-                    not_ready(
-                        node_class,
-                        condition_types::INSTANCE_PROFILE_READY,
-                        format!("role {role} cannot be added to instance profile {name}: {e}"),
-                    )
-                })?;
+            {
+                for other in &profile.roles {
+                    if let Err(restore) = self
+                        .api
+                        .add_role_to_instance_profile(name.clone(), other.clone())
+                        .await
+                    {
+                        tracing::warn!(instance_profile = %name, role = %other, error = %restore, "putting the previous role back failed");
+                    }
+                }
+                return Err(not_ready(
+                    node_class,
+                    condition_types::INSTANCE_PROFILE_READY,
+                    format!("role {role} cannot be added to instance profile {name}: {e}"),
+                ));
+            }
         }
         Ok(name)
     }

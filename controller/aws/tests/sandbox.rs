@@ -423,16 +423,96 @@ async fn a_selector_term_that_matches_nothing_is_named() {
         "no-such-cluster".to_owned(),
     )]
     .into();
-    match cloud.reconcile_node_class(&nc).await {
-        Err(CloudError::NodeClassNotReady { reason, .. }) => {
-            assert!(reason.starts_with("SubnetsReady:"), "{reason}");
-            assert!(
-                reason.contains("subnetSelectorTerms[0]") && reason.contains("no-such-cluster"),
-                "{reason}"
-            );
-        }
-        other => panic!("expected NodeClassNotReady, got {other:?}"),
+    // Every part is resolved on its own: the one that matched nothing is False and named,
+    // the others are True with their values, and nothing is carried over.
+    let status = cloud
+        .reconcile_node_class(&nc)
+        .await
+        .expect("a status, with the failing part named");
+    let subnets = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SubnetsReady")
+        .expect("a SubnetsReady condition");
+    assert_eq!(subnets.status, karpctl_api::v1::ConditionStatus::False);
+    assert_eq!(subnets.reason, "SubnetsNotFound");
+    assert!(
+        subnets.message.contains("subnetSelectorTerms[0]")
+            && subnets.message.contains("no-such-cluster"),
+        "{}",
+        subnets.message
+    );
+    assert!(status.subnets.is_empty(), "no stale subnets");
+    for part in ["SecurityGroupsReady", "AMIsReady", "InstanceProfileReady"] {
+        let c = status.conditions.iter().find(|c| c.type_ == part).unwrap();
+        assert_eq!(
+            c.status,
+            karpctl_api::v1::ConditionStatus::True,
+            "{part}: {}",
+            c.message
+        );
     }
+    assert!(!status.security_groups.is_empty() && !status.amis.is_empty());
+    cloud.finalize_node_class(&nc).await.unwrap();
+}
+
+/// A node class whose role is wrong is not Ready, and the working role stays in its instance
+/// profile (nodes already running keep their permissions); once the role is right again the
+/// class is Ready with nothing carried over from the failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_role_keeps_the_working_one_and_a_corrected_class_is_ready_again() {
+    let sb = sandbox();
+    let cloud = cloud(sb).await;
+    let name = unique("nc-role");
+    let good = node_class(sb, &name, "al2023@latest");
+    let first = cloud.reconcile_node_class(&good).await.unwrap();
+    let profile = first.instance_profile.clone().expect("an instance profile");
+    let good_role = good.spec.role.clone().unwrap();
+    let mut wrong = good.clone();
+    wrong.spec.role = Some("KarpenterNodeRole-does-not-exist".into());
+    let broken = cloud.reconcile_node_class(&wrong).await.unwrap();
+    let part = broken
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "InstanceProfileReady")
+        .unwrap();
+    assert_eq!(
+        part.status,
+        karpctl_api::v1::ConditionStatus::False,
+        "{part:?}"
+    );
+    assert!(
+        part.message.contains("KarpenterNodeRole-does-not-exist"),
+        "{}",
+        part.message
+    );
+    assert_eq!(broken.instance_profile, None);
+    let iam = aws_sdk_iam::Client::new(&sb.aws().await);
+    let roles: Vec<String> = iam
+        .get_instance_profile()
+        .instance_profile_name(&profile)
+        .send()
+        .await
+        .unwrap()
+        .instance_profile()
+        .map(|p| p.roles().iter().map(|r| r.role_name().to_owned()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        roles,
+        vec![good_role.rsplit('/').next().unwrap().to_owned()],
+        "the working role stays"
+    );
+    let healed = cloud.reconcile_node_class(&good).await.unwrap();
+    assert!(
+        healed
+            .conditions
+            .iter()
+            .all(|c| c.status == karpctl_api::v1::ConditionStatus::True),
+        "{:?}",
+        healed.conditions
+    );
+    assert_eq!(healed.instance_profile.as_deref(), Some(profile.as_str()));
+    cloud.finalize_node_class(&good).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -171,11 +171,7 @@ impl Catalogue {
 
 /// A deterministic spot discount in [0.60, 0.75] for (type, zone): FNV-1a of both names.
 pub fn spot_discount(instance_type: &str, zone: &str) -> f64 {
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for b in instance_type.bytes().chain([b'/']).chain(zone.bytes()) {
-        hash ^= b as u64;
-        hash = hash.wrapping_mul(0x100000001b3);
-    }
+    let hash = karpctl_api::hash::fnv1a64(format!("{instance_type}/{zone}"));
     0.60 + 0.15 * ((hash % 1000) as f64 / 1000.0)
 }
 

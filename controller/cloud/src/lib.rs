@@ -9,12 +9,16 @@
 pub mod catalogue;
 pub mod fake;
 pub mod instancetype;
+pub mod interruption;
 pub mod labels;
 pub mod provider;
 pub mod resources;
 
 pub use catalogue::{Catalogue, CatalogueOptions, InstanceTypeInfo};
 pub use instancetype::{CapacityType, InstanceType, NodeSettings, Offering, Overhead};
+pub use interruption::{
+    InterruptionAction, InterruptionKind, InterruptionMessage, InterruptionQueue, Received,
+};
 pub use provider::{
     CloudError, CloudProvider, CloudResult, DriftReason, Instance, InstanceState, Launched,
     OfferingKey,

@@ -176,4 +176,8 @@ pub trait CloudProvider: Send + Sync + 'static {
         &self,
         node_class: &EC2NodeClass,
     ) -> impl Future<Output = CloudResult<()>> + Send;
+
+    /// Stop offering `offering` for a while (a spot interruption says its capacity is being
+    /// reclaimed), so the replacement goes elsewhere. `reason` is for the log.
+    fn mark_unavailable(&self, _offering: OfferingKey, _reason: &str) {}
 }

@@ -21,6 +21,12 @@ pub mod condition_types {
     pub const DRIFTED: &str = "Drifted";
     pub const TERMINATING: &str = "Terminating";
     pub const CONSISTENT_STATE_FOUND: &str = "ConsistentStateFound";
+    /// Termination: every pod that holds the node is gone.
+    pub const DRAINED: &str = "Drained";
+    /// Termination: the node's VolumeAttachments are gone.
+    pub const VOLUMES_DETACHED: &str = "VolumesDetached";
+    /// Termination: the instance's termination was requested.
+    pub const INSTANCE_TERMINATING: &str = "InstanceTerminating";
 }
 
 /// NodeClaimSpec describes the desired state of the NodeClaim.

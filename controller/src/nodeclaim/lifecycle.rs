@@ -10,10 +10,9 @@
 //! `create` is keyed by the claim's name, so the next pass (in this process or the next)
 //! adopts the instance already tagged for the claim instead of launching another.
 //!
-//! Termination is part 1 only: a deleted claim has its Node deleted and its instance
-//! terminated, then its finalizer released. Pods are NOT drained first (no eviction, no
-//! PDB checks, no terminationGracePeriod) — that is the termination controller still to
-//! come. A Node deleted by a user has its claim deleted.
+//! Termination: a deleted claim gets its termination deadline and has its Node deleted;
+//! the node termination controller (`crate::node::termination`) drains the Node and
+//! terminates the instance; then the claim's finalizer is released here.
 //!
 //! Decide in pure code ([`next_step`], [`orphaned_instances`], [`claims_without_instance`]),
 //! act in [`Lifecycle`]. Writes are merge patches that carry the object's resourceVersion, so
@@ -334,7 +333,7 @@ impl<C: CloudProvider> Lifecycle<C> {
         Api::all(self.client.clone())
     }
 
-    /// Reconcile every claim and every Node being deleted, once.
+    /// Reconcile every claim once.
     pub async fn reconcile_all(&self) {
         let now = Timestamp::now();
         let work: Vec<(NodeClaim, Option<Node>)> = {
@@ -353,25 +352,6 @@ impl<C: CloudProvider> Lifecycle<C> {
             }
         });
         futures::future::join_all(steps).await;
-        let deleted_nodes: Vec<(Node, Option<NodeClaim>)> = {
-            let s = state::read(&self.state);
-            s.nodes()
-                .filter(|n| n.deleting())
-                .filter(|n| n.has_finalizer(labels::TERMINATION_FINALIZER))
-                .map(|n| {
-                    let claim = n
-                        .provider_id()
-                        .and_then(|id| s.claim_for_provider_id(id))
-                        .cloned();
-                    (n.to_node(), claim)
-                })
-                .collect()
-        };
-        for (node, claim) in deleted_nodes {
-            if let Err(e) = self.node_deleted(&node, claim.as_ref()).await {
-                tracing::warn!(controller = "node.termination", Node = %json!({"name": node.name_any()}), error = %e, "reconciling deleted node failed, will retry");
-            }
-        }
     }
 
     async fn act(&self, step: Step, claim: NodeClaim, node: Option<Node>) -> KubeResult<()> {
@@ -700,35 +680,12 @@ impl<C: CloudProvider> Lifecycle<C> {
         Ok(())
     }
 
-    /// Remove our finalizer from a Node, guarded by its resourceVersion.
-    async fn release_node(&self, node: &Node) -> KubeResult<()> {
-        let finalizers: Vec<String> = node
-            .finalizers()
-            .iter()
-            .filter(|f| *f != labels::TERMINATION_FINALIZER)
-            .cloned()
-            .collect();
-        if finalizers.len() == node.finalizers().len() {
-            return Ok(());
-        }
-        let patch = json!({"metadata": {"resourceVersion": node.resource_version(), "finalizers": finalizers}});
-        match self
-            .nodes()
-            .patch(
-                &node.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Terminate the instance, and once it is gone delete the Node, then release the claim's
-    /// finalizer.
+    /// A deleted claim ends after its Node: the claim gets its termination deadline
+    /// annotation (from `terminationGracePeriod`), its Node is deleted and drained by the
+    /// node termination controller (`crate::node::termination`), which also terminates the
+    /// instance; once the Node is gone, the instance is terminated here too (a claim that
+    /// never registered a Node has only this) and, when the cloud says it is gone, the
+    /// claim's finalizer is released.
     async fn finalize(&self, claim: NodeClaim, node: Option<Node>) -> KubeResult<()> {
         if !claim
             .finalizers()
@@ -736,6 +693,46 @@ impl<C: CloudProvider> Lifecycle<C> {
             .any(|f| f == labels::TERMINATION_FINALIZER)
         {
             return Ok(());
+        }
+        if !claim
+            .annotations()
+            .contains_key(labels::NODE_CLAIM_TERMINATION_TIMESTAMP)
+            && let Some(deadline) = crate::node::termination::termination_deadline(&claim)
+        {
+            let patch = json!({"metadata": {"annotations": {
+                labels::NODE_CLAIM_TERMINATION_TIMESTAMP: deadline.to_string()
+            }}});
+            let updated = self
+                .claims()
+                .patch(
+                    &claim.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            state::write(&self.state).apply(updated);
+        }
+        if let Some(node) = &node {
+            if node.metadata.deletion_timestamp.is_none() {
+                tracing::info!(controller = "nodeclaim.termination", NodeClaim = %json!({"name": claim.name_any()}), Node = %json!({"name": node.name_any()}), "deleting node of deleted nodeclaim");
+                match self
+                    .nodes()
+                    .delete(&node.name_any(), &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if node
+                .finalizers()
+                .iter()
+                .any(|f| f == labels::TERMINATION_FINALIZER)
+            {
+                // The node termination controller drains it and terminates the instance.
+                return Ok(());
+            }
         }
         let provider_id = claim.status.as_ref().and_then(|s| s.provider_id.clone());
         if let Some(id) = &provider_id {
@@ -762,26 +759,6 @@ impl<C: CloudProvider> Lifecycle<C> {
                     tracing::warn!(controller = "nodeclaim.termination", NodeClaim = %json!({"name": claim.name_any()}), error = %e, "checking instance failed, will retry");
                     return Ok(());
                 }
-            }
-        }
-        // The instance is gone, so its kubelet cannot register the Node again. No drain yet
-        // (termination part 1): the Node simply goes with its instance.
-        if let Some(node) = &node {
-            let deleting = if node.metadata.deletion_timestamp.is_none() {
-                match self
-                    .nodes()
-                    .delete(&node.name_any(), &DeleteParams::default())
-                    .await
-                {
-                    Ok(either) => either.left(),
-                    Err(kube::Error::Api(e)) if e.code == 404 => None,
-                    Err(e) => return Err(e),
-                }
-            } else {
-                Some(node.clone())
-            };
-            if let Some(n) = deleting {
-                self.release_node(&n).await?;
             }
         }
         let finalizers: Vec<String> = claim
@@ -811,25 +788,9 @@ impl<C: CloudProvider> Lifecycle<C> {
             "provider-id" = %provider_id.unwrap_or_default(),
             "deleted nodeclaim"
         );
-        let pool = node_pool_of(&claim);
-        self.metrics.node_claim_terminated(&pool, "deleted");
-        if node.is_some() {
-            self.metrics.node_terminated(&pool);
-        }
+        self.metrics
+            .node_claim_terminated(&node_pool_of(&claim), "deleted");
         Ok(())
-    }
-
-    /// A Node deleted by someone else: delete its claim (which terminates the instance); once
-    /// the claim is gone, release the Node.
-    async fn node_deleted(&self, node: &Node, claim: Option<&NodeClaim>) -> KubeResult<()> {
-        match claim {
-            Some(c) if c.metadata.deletion_timestamp.is_none() => {
-                tracing::info!(controller = "node.termination", Node = %json!({"name": node.name_any()}), NodeClaim = %json!({"name": c.name_any()}), "node deleted, deleting its nodeclaim");
-                self.delete_claim(c).await
-            }
-            Some(_) => Ok(()), // the claim's finalizer releases the node
-            None => self.release_node(node).await,
-        }
     }
 
     /// Run [`Self::reconcile_all`] on every change and every 5 s, at most every 200 ms: a
