@@ -34,7 +34,8 @@ use karpctl_scheduling::lowerbound::{
     integer_configuration_bound,
 };
 use karpctl_scheduling::{
-    LabelSelector, NodePool, Operator, Pod, Requirement, Requirements, Scheduler, pod,
+    Budget, LabelSelector, NodePool, Operator, Pod, Requirement, Requirements, Scheduler,
+    SchedulerOptions, pod,
 };
 
 /// Deterministic xorshift so every run plans the same pods.
@@ -182,6 +183,18 @@ fn upstream_pods(n: usize, rng: &mut Rng) -> Vec<Pod> {
         }
     }
     pods
+}
+
+/// The solver's options: the default budget, or `KARPCTL_BENCH_BUDGET_MS` milliseconds.
+fn options() -> SchedulerOptions {
+    let mut options = SchedulerOptions::default();
+    if let Some(ms) = std::env::var("KARPCTL_BENCH_BUDGET_MS")
+        .ok()
+        .and_then(|m| m.parse().ok())
+    {
+        options.budget = Budget::fixed(std::time::Duration::from_millis(ms));
+    }
+    options
 }
 
 fn checker_verdict(
@@ -339,7 +352,8 @@ fn main() {
             let mut rng = Rng(0x9E3779B97F4A7C15 ^ (n as u64).wrapping_mul(31));
             let pods = upstream_pods(n, &mut rng);
             let pools = vec![pool("default", &fake, Requirements::new())];
-            let scheduler = Scheduler::new(pools.clone(), Vec::new(), Vec::new());
+            let scheduler =
+                Scheduler::with_options(pools.clone(), Vec::new(), Vec::new(), options());
             let start = Instant::now();
             let results = scheduler.solve(&pods);
             let secs = start.elapsed().as_secs_f64();
@@ -397,7 +411,7 @@ fn main() {
         let mut rng = Rng(0x9E3779B97F4A7C15 ^ n as u64);
         let pods = diverse(n, &mut rng);
         let pools = vec![pool("default", &all, Requirements::new())];
-        let scheduler = Scheduler::new(pools.clone(), Vec::new(), Vec::new());
+        let scheduler = Scheduler::with_options(pools.clone(), Vec::new(), Vec::new(), options());
         let start = Instant::now();
         let results = scheduler.solve(&pods);
         let secs = start.elapsed().as_secs_f64();
@@ -539,7 +553,7 @@ fn main() {
             continue;
         }
         let pools = vec![pool("default", &all, requirements)];
-        let scheduler = Scheduler::new(pools.clone(), Vec::new(), Vec::new());
+        let scheduler = Scheduler::with_options(pools.clone(), Vec::new(), Vec::new(), options());
         let start = Instant::now();
         let results = scheduler.solve(&pods);
         let secs = start.elapsed().as_secs_f64();

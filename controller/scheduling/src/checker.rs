@@ -3,9 +3,18 @@
 //! and tests every pod against every constraint on it. Property tests run it on random
 //! inputs; `karpctl simulate` can run it as a self-check.
 //!
-//! Topology spread is checked on the final state (stricter than the kube-scheduler, which
-//! only checks each pod as it arrives). Required anti-affinity is checked both ways, as the
-//! kube-scheduler does: a placed pod's own terms, and every other pod's terms that select it.
+//! Topology spread is checked as the kube-scheduler checks it: when the pod that carries the
+//! constraint arrives, against the matching pods already in each domain. The plan does not
+//! say in which order its pods arrive, so the checker tests what must hold whatever the
+//! order: the last pod with the constraint to arrive in a domain finds there at least the
+//! pods that were already running and every other pod with the same constraint, while the
+//! least-loaded eligible domain holds at most what it holds in the end. So for each placed
+//! pod with a `DoNotSchedule` spread, (running matching pods + placed matching pods carrying
+//! that same constraint) in its domain − (matching pods, all of them, in the emptiest
+//! eligible domain) must not exceed maxSkew. Pods that merely match the selector never
+//! violate a constraint they do not carry. Required anti-affinity is checked both ways, as
+//! the kube-scheduler does: a placed pod's own terms, and every other pod's terms that
+//! select it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -288,7 +297,7 @@ pub fn verify(input: &Input, results: &Results) -> Vec<String> {
                 let count = node
                     .pods
                     .iter()
-                    .filter(|(q, _)| q.namespace == p.namespace && s.selector.matches(&q.labels))
+                    .filter(|(q, new)| counts_first(p, s, q, *new))
                     .count() as u32;
                 if count > s.max_skew {
                     v.push(format!(
@@ -340,7 +349,12 @@ pub fn verify(input: &Input, results: &Results) -> Vec<String> {
             } else {
                 counts.values().copied().min().unwrap_or(0)
             };
-            let mine = counts.get(domain).copied().unwrap_or(0);
+            let mine = all
+                .iter()
+                .filter(|(q, new, n)| {
+                    n.labels.get(&s.topology_key) == Some(domain) && counts_first(p, s, q, *new)
+                })
+                .count() as i64;
             if mine - min > s.max_skew as i64 {
                 v.push(format!(
                     "pod {p} in {}={domain}: {mine} matching pods there vs minimum {min} exceeds maxSkew {}",
@@ -407,6 +421,15 @@ pub fn verify(input: &Input, results: &Results) -> Vec<String> {
         }
     }
     v
+}
+
+/// Whether pod `q` (`new`: placed by the plan) is surely in its domain before the last pod
+/// carrying `p`'s spread `s` arrives there: it was already running, or it carries `s` too.
+/// Either way it counts if it matches the selector.
+fn counts_first(p: &Pod, s: &crate::pod::TopologySpread, q: &Pod, new: bool) -> bool {
+    q.namespace == p.namespace
+        && s.selector.matches(&q.labels)
+        && (!new || q.topology_spread.iter().any(|t| t == s))
 }
 
 #[cfg(test)]

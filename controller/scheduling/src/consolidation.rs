@@ -157,7 +157,7 @@ impl Solve<'_> {
         });
         let mut work = 0usize;
         for a in claims {
-            if work > WORK_BUDGET {
+            if work > WORK_BUDGET || self.past_deadline() {
                 break;
             }
             let pods = self.bins[a].pods.clone();

@@ -10,6 +10,7 @@ pub mod checker;
 mod classes;
 mod consolidation;
 pub mod explain;
+mod firstfit;
 pub mod kubernetes;
 pub mod lowerbound;
 pub mod nodepool;
@@ -26,8 +27,8 @@ pub use nodepool::{ExistingNode, NodePool};
 pub use pod::{HostPort, Pod, PodAffinityTerm, TopologySpread, WhenUnsatisfiable, pod};
 pub use requirements::{Incompatibility, Operator, Requirement, RequirementError, Requirements};
 pub use scheduler::{
-    ExistingPlacement, InstanceTypeOption, NodeClaimPlan, Results, Scheduler, SchedulerOptions,
-    Unschedulable,
+    Budget, ExistingPlacement, InstanceTypeOption, NodeClaimPlan, Results, Scheduler,
+    SchedulerOptions, Unschedulable,
 };
 pub use selector::{LabelSelector, SelectorExpression, SelectorOperator};
 pub use taints::{Effect, Taint, Toleration};

@@ -18,6 +18,8 @@
 //! dominance pruning, a dense simplex on the dual (feasible at the origin since prices are
 //! non-negative) is small and exact enough.
 
+use std::time::Instant;
+
 /// One candidate column: an instance type's price and what it offers per resource row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Column {
@@ -324,6 +326,16 @@ pub fn configuration_bound(
     classes: &[PodClass],
     max_iterations: usize,
 ) -> Option<(f64, Vec<f64>)> {
+    configuration_bound_until(types, classes, max_iterations, None)
+}
+
+/// [`configuration_bound`], stopping at `deadline` with the best figure so far.
+pub(crate) fn configuration_bound_until(
+    types: &[NodeType],
+    classes: &[PodClass],
+    max_iterations: usize,
+    deadline: Option<Instant>,
+) -> Option<(f64, Vec<f64>)> {
     column_generation(
         types,
         classes,
@@ -332,6 +344,7 @@ pub fn configuration_bound(
             integer: false,
             budget: 0,
             work: 0,
+            deadline,
         },
     )
     .map(|b| (b.value, b.duals))
@@ -400,6 +413,17 @@ pub fn integer_configuration_bound(
     max_iterations: usize,
     work: usize,
 ) -> Option<Bound> {
+    integer_configuration_bound_until(types, classes, max_iterations, work, None)
+}
+
+/// [`integer_configuration_bound`], also stopping at `deadline` with the best figure so far.
+pub(crate) fn integer_configuration_bound_until(
+    types: &[NodeType],
+    classes: &[PodClass],
+    max_iterations: usize,
+    work: usize,
+    deadline: Option<Instant>,
+) -> Option<Bound> {
     column_generation(
         types,
         classes,
@@ -408,6 +432,7 @@ pub fn integer_configuration_bound(
             integer: true,
             budget: 20_000,
             work,
+            deadline,
         },
     )
 }
@@ -420,6 +445,14 @@ struct Pricing {
     budget: usize,
     /// Knapsack nodes for the whole run.
     work: usize,
+    /// When to stop with the best figure so far (a scheduler's time budget).
+    deadline: Option<Instant>,
+}
+
+impl Pricing {
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
 }
 
 fn column_generation(
@@ -533,6 +566,9 @@ fn column_generation(
             if pricing.integer && (spent >= share || (!integer && stalled >= 20)) {
                 break;
             }
+            if pricing.past_deadline() {
+                break;
+            }
             let Some(master) = cover_counted(&columns, &demand, &mut spent) else {
                 break;
             };
@@ -551,9 +587,9 @@ fn column_generation(
             let mut relaxed: Vec<(f64, usize, Vec<usize>, Vec<f64>)> = Vec::new();
             let mut aborted = false;
             for (t, nt) in kept.iter().enumerate() {
-                if pricing.integer && spent >= pricing.work {
-                    // Out of work before every type is priced: no valid figure from this
-                    // iteration.
+                if (pricing.integer && spent >= pricing.work) || pricing.past_deadline() {
+                    // Out of work or time before every type is priced: no valid figure from
+                    // this iteration.
                     aborted = true;
                     break;
                 }

@@ -26,7 +26,7 @@ use karpctl_cloud::Resources;
 use karpctl_cloud::labels;
 
 use crate::lowerbound::{
-    Column, NodeType, PodClass, configuration_bound, cover, integer_configuration_bound,
+    Column, NodeType, PodClass, configuration_bound_until, cover, integer_configuration_bound_until,
 };
 use crate::requirements::Requirements;
 use crate::scheduler::{Bin, BinKind, Class, Solve, price_under};
@@ -237,7 +237,13 @@ impl Solve<'_> {
         let mut duals = None;
         if self.lp_rounding && !self.lp_rounded {
             self.lp_rounded = true;
-            if let Some(bound) = integer_configuration_bound(&types, &pod_classes, 30, LP_WORK) {
+            if let Some(bound) = integer_configuration_bound_until(
+                &types,
+                &pod_classes,
+                30,
+                self.lp_work(),
+                self.deadline,
+            ) {
                 self.lp_packings = bound
                     .packings
                     .into_iter()
@@ -255,7 +261,7 @@ impl Solve<'_> {
         }
         let duals = match duals {
             Some(d) => d,
-            None => match configuration_bound(&types, &pod_classes, 20) {
+            None => match configuration_bound_until(&types, &pod_classes, 20, self.deadline) {
                 Some((_, d)) => d,
                 None => return,
             },
@@ -263,6 +269,18 @@ impl Solve<'_> {
         for (c, shape) in classes.iter_mut().zip(shape_of) {
             c.value =
                 duals[shape] + 1e-6 * (scaled(&c.request, "cpu") + scaled(&c.request, "memory"));
+        }
+    }
+
+    /// The LP's work budget: [`LP_WORK`], less when the deadline is nearer than the second
+    /// that takes.
+    fn lp_work(&self) -> usize {
+        match self.deadline {
+            None => LP_WORK,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                ((left.as_secs_f64() * LP_WORK as f64) as usize).min(LP_WORK)
+            }
         }
     }
 
@@ -323,7 +341,7 @@ impl Solve<'_> {
         Vec::new()
     }
 
-    fn no_candidate_reason(&self, class: &Class) -> String {
+    pub(crate) fn no_candidate_reason(&self, class: &Class) -> String {
         if self.sched.pools.is_empty() {
             return "no NodePools to launch nodes from, and no existing node fits".to_string();
         }
@@ -608,6 +626,9 @@ impl Solve<'_> {
             })
             .collect();
         for packing in packings {
+            if self.past_deadline() {
+                return;
+            }
             let (p, t) = packing.pool_type;
             let mut whole = (packing.nodes + 1e-6).floor() as usize;
             while whole > 0 {
@@ -688,6 +709,9 @@ impl Solve<'_> {
         let mut memo: HashMap<usize, Memo> = HashMap::new();
         for &seed in order {
             while !classes[seed].pods.is_empty() {
+                if self.past_deadline() {
+                    return;
+                }
                 let cands = self.candidates(&classes[seed], &tiers);
                 if cands.is_empty() {
                     let reason = self.no_candidate_reason(&classes[seed]);
@@ -1001,7 +1025,7 @@ mod tests {
             .collect();
         let plain = scheduler.solve_with(&pods, false, false);
         let rounded = scheduler.solve_with(&pods, false, true);
-        let chosen = scheduler.solve(&pods);
+        let chosen = scheduler.solve_within(&pods, std::time::Duration::from_secs(600));
         for r in [&plain, &rounded, &chosen] {
             checked(&pools, &pods, r);
         }
@@ -1056,7 +1080,7 @@ mod tests {
         let plain = scheduler.solve_with(&pods, false, false);
         let rounded = scheduler.solve_with(&pods, false, true);
         let shaped = scheduler.solve_with(&pods, true, true);
-        let chosen = scheduler.solve(&pods);
+        let chosen = scheduler.solve_within(&pods, std::time::Duration::from_secs(600));
         for r in [&plain, &rounded, &shaped, &chosen] {
             checked(&pools, &pods, r);
         }
@@ -1070,7 +1094,7 @@ mod tests {
         let pods = gpu_and_plain();
         let plain = scheduler.solve_with(&pods, false, false);
         let shaped = scheduler.solve_with(&pods, true, false);
-        let chosen = scheduler.solve(&pods);
+        let chosen = scheduler.solve_within(&pods, std::time::Duration::from_secs(600));
         for r in [&plain, &shaped, &chosen] {
             checked(&pools, &pods, r);
         }
@@ -1109,7 +1133,7 @@ mod tests {
                 })
                 .collect();
             let plain = scheduler.solve_with(&pods, false, false);
-            let chosen = scheduler.solve(&pods);
+            let chosen = scheduler.solve_within(&pods, std::time::Duration::from_secs(600));
             assert!(chosen.unschedulable.len() <= plain.unschedulable.len());
             for variant in [(false, true), (true, true)] {
                 let other = scheduler.solve_with(&pods, variant.0, variant.1);

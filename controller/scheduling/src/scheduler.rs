@@ -2,13 +2,17 @@
 //! which NodeClaims to launch (each with its instance-type options, cheapest first), and why
 //! every pod that cannot be placed cannot. Pure and deterministic: same input, same plan.
 //!
-//! The plan is made in passes. Each pass groups the pods into classes, pins pods with
-//! zone-level (any non-hostname key) topology rules to domains, fills existing capacity
-//! first, then packs new NodeClaims ([`crate::packing`]). Pods that fail are relaxed one
-//! preference at a time and tried again in the next pass, as upstream Karpenter does.
+//! Every solve starts with the first-fit plan ([`crate::firstfit`]): milliseconds, and every
+//! pod upstream Karpenter's first fit places is placed. Within a time budget
+//! ([`SchedulerOptions::budget`]) it then plans the batch again for cost and keeps the best
+//! plan found. That cost plan is made in passes. Each pass groups the pods into classes,
+//! pins pods with zone-level (any non-hostname key) topology rules to domains, fills existing
+//! capacity first, then packs new NodeClaims ([`crate::packing`]). Pods that fail are relaxed
+//! one preference at a time and tried again in the next pass, as upstream Karpenter does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use karpctl_cloud::labels::{self, is_well_known};
 use karpctl_cloud::{CapacityType, InstanceType, Offering, Resources};
@@ -31,6 +35,8 @@ pub struct SchedulerOptions {
     pub max_instance_type_options: usize,
     /// Relaxation passes before giving up on a pod.
     pub max_passes: usize,
+    /// How long the cost planning may run after the first-fit plan (see [`Scheduler::solve`]).
+    pub budget: Budget,
 }
 
 impl Default for SchedulerOptions {
@@ -38,7 +44,42 @@ impl Default for SchedulerOptions {
         Self {
             max_instance_type_options: 60,
             max_passes: 10,
+            budget: Budget::default(),
         }
+    }
+}
+
+/// Time for improving a plan's cost: `base + per_pod × pods`. The first-fit plan is made
+/// whatever the budget; a cost plan still running when it ends is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub base: Duration,
+    pub per_pod: Duration,
+}
+
+impl Default for Budget {
+    /// 25 ms + 100 µs a pod: 100 pods are planned in about 35 ms, 20,000 in about 2 s (a
+    /// pending pod waits for the batch, so a small batch must be fast; a big one amortizes).
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(25),
+            per_pod: Duration::from_micros(100),
+        }
+    }
+}
+
+impl Budget {
+    /// The same time whatever the batch size (`Duration::ZERO`: the first-fit plan only).
+    pub fn fixed(time: Duration) -> Self {
+        Self {
+            base: time,
+            per_pod: Duration::ZERO,
+        }
+    }
+
+    /// The time for a batch of `pods` pods.
+    pub fn for_pods(&self, pods: usize) -> Duration {
+        self.base + self.per_pod * pods.min(u32::MAX as usize) as u32
     }
 }
 
@@ -193,39 +234,54 @@ impl Scheduler {
         }
     }
 
-    /// Plan placements for `pods`.
+    /// Plan placements for `pods`, within the options' [`Budget`].
     ///
-    /// A batch of up to [`MAX_VARIANT_PODS`] pods is planned three ways at once (one thread
-    /// each) and the plan that places more pods, then costs less, then launches fewer
-    /// nodes, is returned: the plain greedy; the greedy after opening the nodes the batch's
-    /// configuration LP buys whole ([`crate::packing`], "LP rounding"); and LP rounding with
-    /// nodes also filled in an order shaped to the room they have left. Each wins on some
-    /// workloads and loses on others (the greedy's node-by-node value per dollar is only a
-    /// proxy for the batch's cost), so each plan is judged whole and the result is never
-    /// dearer than the plain greedy's. Bigger batches are planned once, plainly, to keep
-    /// their latency down.
+    /// First the first-fit plan ([`crate::firstfit`]), then, until the budget runs out, the
+    /// batch is planned for cost. A batch of up to [`MAX_VARIANT_PODS`] pods is planned
+    /// three ways at once (one thread each): the plain greedy packing; the packing after
+    /// opening the nodes the batch's configuration LP buys whole ([`crate::packing`], "LP
+    /// rounding"); and LP rounding with nodes also filled in an order shaped to the room
+    /// they have left. Each wins on some workloads and loses on others, so each plan is
+    /// judged whole: the plan that places more pods, then costs less, then launches fewer
+    /// nodes, is returned — never one that places fewer pods or costs more than first fit.
+    /// Bigger batches are packed once, plainly.
     pub fn solve(&self, pods: &[Pod]) -> Results {
-        if pods.len() > MAX_VARIANT_PODS {
-            return self.solve_with(pods, false, false);
+        self.solve_within(pods, self.options.budget.for_pods(pods.len()))
+    }
+
+    /// [`Self::solve`] with this much time for cost planning (`Duration::ZERO`: first fit
+    /// only); for callers whose latency needs differ from the options' budget (a
+    /// provisioning batch, a disruption simulation).
+    pub fn solve_within(&self, pods: &[Pod], budget: Duration) -> Results {
+        let start = Instant::now();
+        let first = self.first_fit(pods);
+        if budget.is_zero() || pods.is_empty() {
+            return first;
         }
-        let (plain, rounded, shaped) = std::thread::scope(|scope| {
-            let rounded = scope.spawn(|| self.solve_with(pods, false, true));
-            let shaped = scope.spawn(|| self.solve_with(pods, true, true));
-            let plain = self.solve_with(pods, false, false);
-            (
-                plain,
-                rounded.join().expect("a planning thread panicked"),
-                shaped.join().expect("a planning thread panicked"),
-            )
-        });
-        let key = |r: &Results| (r.unschedulable.len(), r.total_price(), r.node_claims.len());
-        let better = |b: &Results, a: &Results| {
-            let (a, b) = (key(a), key(b));
-            b.0 < a.0
-                || (b.0 == a.0 && (b.1 < a.1 - 1e-9 || ((b.1 - a.1).abs() <= 1e-9 && b.2 < a.2)))
+        let deadline = Some(start + budget);
+        let mut best = first;
+        let variants: &[(bool, bool)] = if pods.len() > MAX_VARIANT_PODS {
+            &[(false, false)]
+        } else {
+            &[(false, false), (false, true), (true, true)]
         };
-        let mut best = plain;
-        for r in [rounded, shaped] {
+        let plans: Vec<Option<Results>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = variants[1..]
+                .iter()
+                .map(|&(shaped, lp)| {
+                    scope.spawn(move || self.solve_until(pods, shaped, lp, deadline))
+                })
+                .collect();
+            let (shaped, lp) = variants[0];
+            let mut plans = vec![self.solve_until(pods, shaped, lp, deadline)];
+            plans.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a planning thread panicked")),
+            );
+            plans
+        });
+        for r in plans.into_iter().flatten() {
             if better(&r, &best) {
                 best = r;
             }
@@ -233,15 +289,30 @@ impl Scheduler {
         best
     }
 
+    /// One cost plan with no deadline (tests compare the variants).
+    #[cfg(test)]
     pub(crate) fn solve_with(
         &self,
         pods: &[Pod],
         shaped_fills: bool,
         lp_rounding: bool,
     ) -> Results {
+        self.solve_until(pods, shaped_fills, lp_rounding, None)
+            .expect("no deadline")
+    }
+
+    /// One cost plan, or `None` if `deadline` passed before it was made.
+    pub(crate) fn solve_until(
+        &self,
+        pods: &[Pod],
+        shaped_fills: bool,
+        lp_rounding: bool,
+        deadline: Option<Instant>,
+    ) -> Option<Results> {
         let mut solve = Solve::new(self, pods);
         solve.shaped_fills = shaped_fills;
         solve.lp_rounding = lp_rounding;
+        solve.deadline = deadline;
         let mut pending: Vec<(usize, Relax, bool)> = (0..pods.len())
             .map(|i| (i, Relax::default(), false))
             .collect();
@@ -251,6 +322,9 @@ impl Scheduler {
                 break;
             }
             let failures = solve.pass(&pending);
+            if solve.past_deadline() {
+                return None;
+            }
             let relax_of: HashMap<usize, (Relax, bool)> = pending
                 .iter()
                 .map(|(p, r, retried)| (*p, (*r, *retried)))
@@ -278,8 +352,15 @@ impl Scheduler {
         let mut results = solve.results();
         unschedulable.sort_by_key(|u| u.pod);
         results.unschedulable = unschedulable;
-        results
+        Some(results)
     }
+}
+
+/// Whether plan `b` beats plan `a`: more pods placed, then cheaper, then fewer nodes.
+fn better(b: &Results, a: &Results) -> bool {
+    let key = |r: &Results| (r.unschedulable.len(), r.total_price(), r.node_claims.len());
+    let (a, b) = (key(a), key(b));
+    b.0 < a.0 || (b.0 == a.0 && (b.1 < a.1 - 1e-9 || ((b.1 - a.1).abs() <= 1e-9 && b.2 < a.2)))
 }
 
 /// The NodePool's requirements with its labels and name folded in, as one set.
@@ -531,10 +612,14 @@ pub(crate) struct Solve<'s> {
     pub spreads: HashMap<(u32, String), SpreadRecord>,
     /// Per solved pod, once placed: the class it was placed as.
     pub pod_info: Vec<Option<Arc<Placed>>>,
+    /// When cost planning must stop (its plan is then dropped).
+    pub deadline: Option<Instant>,
+    /// First fit: per pool and type, average pods held per dollar.
+    pub efficient: Vec<Vec<f64>>,
 }
 
 impl<'s> Solve<'s> {
-    fn new(sched: &'s Scheduler, pods: &'s [Pod]) -> Self {
+    pub(crate) fn new(sched: &'s Scheduler, pods: &'s [Pod]) -> Self {
         let mut groups = Groups::default();
         for p in pods {
             groups.register(p);
@@ -665,7 +750,13 @@ impl<'s> Solve<'s> {
             lp_shapes: Vec::new(),
             spreads: HashMap::new(),
             pod_info: vec![None; pods.len()],
+            deadline: None,
+            efficient: Vec::new(),
         }
+    }
+
+    pub fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     pub fn fail(&mut self, pods: impl IntoIterator<Item = usize>, reason: &str, retry: bool) {
@@ -886,7 +977,7 @@ impl<'s> Solve<'s> {
         }
     }
 
-    fn results(&self) -> Results {
+    pub(crate) fn results(&self) -> Results {
         let mut results = Results::default();
         for bin in &self.bins {
             if bin.pods.is_empty() {

@@ -40,7 +40,7 @@ impl Solve<'_> {
         out
     }
 
-    fn count(&self, group: u32, key: &str, value: &str) -> i64 {
+    pub(crate) fn count(&self, group: u32, key: &str, value: &str) -> i64 {
         self.domain_counts
             .get(&(group, key.to_string()))
             .and_then(|m| m.get(value))
@@ -261,7 +261,7 @@ impl Solve<'_> {
     /// The values of `key` that count as domains for this class: existing compatible nodes'
     /// labels and what compatible NodePools and their instance types could launch, judged by
     /// the pod's required constraints only (preferences never shrink the set of domains).
-    fn domains(&mut self, class: &Class, key: &str) -> BTreeSet<String> {
+    pub(crate) fn domains(&mut self, class: &Class, key: &str) -> BTreeSet<String> {
         let mut c = class.constraints.clone();
         c.requirements = c.required.clone();
         // Pins from earlier keys stay: they are requirements the pod now has.
@@ -334,8 +334,10 @@ impl Solve<'_> {
 impl Solve<'_> {
     /// Pods pinned to a domain may still fail to be placed (limits, capacity), which can
     /// leave the domains they were balanced against ahead by more than maxSkew. Take pods
-    /// back out of the fullest domain until every DoNotSchedule spread holds again, as the
-    /// kube-scheduler would have refused them; they are reported unschedulable.
+    /// carrying the spread back out of the fullest domain until every DoNotSchedule spread
+    /// holds again as the kube-scheduler checks it (the carriers and the pods already running
+    /// in a domain, against every matching pod in the emptiest; see [`crate::checker`]), as
+    /// it would have refused them; they are reported unschedulable.
     pub(crate) fn repair_spreads(&mut self) -> Vec<(usize, String)> {
         let mut removed = Vec::new();
         let spreads: Vec<((u32, String), SpreadRecord)> = self
@@ -347,6 +349,8 @@ impl Solve<'_> {
             loop {
                 let mut counts: BTreeMap<String, i64> =
                     eligible.iter().map(|d| (d.clone(), 0)).collect();
+                // Per domain: the pods running there and the carriers placed there.
+                let mut own: BTreeMap<String, i64> = BTreeMap::new();
                 // (domain) -> movable (bin, pod) placed by this solve
                 let mut movable: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
                 for (b, bin) in self.bins.iter().enumerate() {
@@ -372,11 +376,26 @@ impl Solve<'_> {
                             .filter(|p| g.contains(p))
                             .count() as i64;
                     }
+                    let mut carried = 0;
                     for &pod in &bin.pods {
                         if self.members[pod].contains(&group) {
                             *count += 1;
-                            movable.entry(domain.clone()).or_default().push((b, pod));
+                            if self.carries(pod, group, &key) {
+                                carried += 1;
+                                movable.entry(domain.clone()).or_default().push((b, pod));
+                            }
                         }
+                    }
+                    // Existing pods are counted in both; placed non-carriers only in `counts`.
+                    *own.entry(domain.clone()).or_default() += carried;
+                    if let BinKind::Existing(n) = &bin.kind {
+                        let g = &self.groups.keys[group as usize];
+                        *own.entry(domain.clone()).or_default() += self.sched.nodes[*n]
+                            .pods
+                            .iter()
+                            .filter(|p| g.contains(p))
+                            .count()
+                            as i64;
                     }
                 }
                 let min = if (counts.len() as u32) < min_domains.unwrap_or(1) {
@@ -384,7 +403,7 @@ impl Solve<'_> {
                 } else {
                     counts.values().copied().min().unwrap_or(0)
                 };
-                let worst = counts
+                let worst = own
                     .iter()
                     .filter(|(d, c)| **c - min > max_skew as i64 && movable.contains_key(*d))
                     .max_by_key(|(_, c)| **c)
@@ -403,6 +422,21 @@ impl Solve<'_> {
             }
         }
         removed
+    }
+
+    /// Whether placed pod `pod` carries a DoNotSchedule spread on `key` counting `group`.
+    fn carries(&self, pod: usize, group: u32, key: &str) -> bool {
+        let p = &self.pods[pod];
+        self.pod_info[pod].as_ref().is_some_and(|info| {
+            info.constraints.spreads.iter().any(|s| {
+                s.topology_key == key
+                    && s.when_unsatisfiable == crate::pod::WhenUnsatisfiable::DoNotSchedule
+                    && self
+                        .groups
+                        .get(&crate::classes::GroupKey::for_spread(&p.namespace, s))
+                        == Some(group)
+            })
+        })
     }
 
     fn unplace(&mut self, b: usize, pod: usize) {
