@@ -52,12 +52,16 @@ struct FitClass {
     domains: BTreeMap<String, BTreeSet<String>>,
     /// Bins before this index can never take a pod of the class (bins only fill up).
     cursor: usize,
+    /// Whether the class's hostname rules ruled out any of those bins.
+    capped: bool,
 }
 
 /// Why a pod does not fit a bin: `Never` cannot change as the plan grows (resources,
 /// requirements, taints, hostname caps), `NotNow` may (domain counts, affinity).
 enum Misfit {
     Never,
+    /// Never, because of the class's hostname rules (anti-affinity, spread, host ports).
+    Capped,
     NotNow,
 }
 
@@ -168,6 +172,7 @@ impl Solve<'_> {
             member_keys,
             domains,
             cursor: 0,
+            capped: false,
         });
         index.insert(key, classes.len() - 1);
         classes.len() - 1
@@ -310,7 +315,7 @@ impl Solve<'_> {
             }
         }
         if self.node_rule_limit(rules, &bin.counts, &bin.caps, 1, true) < 1 {
-            return Err(Misfit::Never);
+            return Err(Misfit::Capped);
         }
         Ok(())
     }
@@ -353,6 +358,9 @@ impl Solve<'_> {
                 let Ok(set) = &class.compat.pools[*pool] else {
                     return Err(Misfit::Never);
                 };
+                if pinned_to_a_node(class) {
+                    return Err(Misfit::Never);
+                }
                 if bin.requirements.intersects(&c.requirements).is_err() {
                     return Err(Misfit::Never);
                 }
@@ -421,18 +429,23 @@ impl Solve<'_> {
             allowed.push((key.clone(), self.allowed_domains(fc, key)?));
         }
         let mut prefix = true;
+        let mut blocked = false;
         for b in fc.cursor..self.bins.len() {
             match self.fit_bin(fc, &allowed, b) {
                 Ok(pins) => {
                     self.fit_place(pod, fc, b, &pins);
                     return Ok(());
                 }
-                Err(Misfit::Never) => {
+                Err(misfit @ (Misfit::Never | Misfit::Capped)) => {
+                    fc.capped |= matches!(misfit, Misfit::Capped);
                     if prefix {
                         fc.cursor = b + 1;
                     }
                 }
-                Err(Misfit::NotNow) => prefix = false,
+                Err(Misfit::NotNow) => {
+                    prefix = false;
+                    blocked = true;
+                }
             }
         }
         if !fc.class.node_rules.needs.is_empty()
@@ -445,6 +458,19 @@ impl Solve<'_> {
                 retry: true,
             });
         }
+        if pinned_to_a_node(&fc.class) {
+            let reason = if fc.capped {
+                hostname_rules(&self.pods[pod])
+            } else if blocked {
+                "no node its node selector names has room that its topology and affinity rules allow".to_string()
+            } else {
+                "no node its node selector (kubernetes.io/hostname) names has room, and a new node cannot have that name".to_string()
+            };
+            return Err(Miss {
+                reason,
+                retry: blocked,
+            });
+        }
         match self.open_claim(fc, &allowed) {
             Ok(b) => {
                 let pins = self.fit_bin(fc, &allowed, b).map_err(|_| Miss {
@@ -454,10 +480,30 @@ impl Solve<'_> {
                 self.fit_place(pod, fc, b, &pins);
                 Ok(())
             }
-            Err(reason) => Err(Miss {
-                reason,
-                retry: false,
-            }),
+            Err(reason) => {
+                // Nodes were passed over for the domains the pod's rules allow: say which.
+                let spread = fc.class.domain_rules.iter().find_map(|r| match r {
+                    DomainRule::Spread { key, max_skew, .. } => Some((key, max_skew)),
+                    _ => None,
+                });
+                let reason = match (blocked, spread) {
+                    (true, Some((key, max_skew))) => {
+                        let within = allowed
+                            .iter()
+                            .find(|(k, _)| k == key)
+                            .map(|(_, v)| v.join(", "))
+                            .unwrap_or_default();
+                        format!(
+                            "topology spread on {key}: only {within} stay within maxSkew {max_skew}, and no node there has room ({reason})"
+                        )
+                    }
+                    _ => reason,
+                };
+                Err(Miss {
+                    reason,
+                    retry: false,
+                })
+            }
         }
     }
 
@@ -564,7 +610,7 @@ impl Solve<'_> {
             let p = &self.sched.pools[pool];
             let g = self.groups.len();
             let chosen = options[0];
-            if !p.pool.limits.is_empty() {
+            if self.limited[pool] {
                 // A launch may fall back to any option: reserve the most any could take.
                 let mut reserved = Resources::default();
                 for t in &options {
@@ -722,4 +768,36 @@ impl Solve<'_> {
             }
         }
     }
+}
+
+/// Whether the class's node selector or affinity names hostnames: only an existing node can
+/// have them (a new NodeClaim's name is not known when it is planned).
+fn pinned_to_a_node(class: &Class) -> bool {
+    class
+        .constraints
+        .requirements
+        .get(karpctl_cloud::labels::HOSTNAME)
+        .is_some_and(|r| !r.is_complement())
+}
+
+/// What a pod's hostname rules are, to name them when every node it may use is ruled out.
+fn hostname_rules(pod: &Pod) -> String {
+    let host = karpctl_cloud::labels::HOSTNAME;
+    let mut rules = Vec::new();
+    if pod.anti_affinity.iter().any(|t| t.topology_key == host) {
+        rules.push("pod anti-affinity");
+    }
+    if pod.topology_spread.iter().any(|s| s.topology_key == host) {
+        rules.push("topology spread");
+    }
+    if !pod.host_ports.is_empty() {
+        rules.push("host ports");
+    }
+    if rules.is_empty() {
+        rules.push("other pods' anti-affinity");
+    }
+    format!(
+        "{} on {host}: every node it may use (its node selector names existing nodes only) already holds a pod they count",
+        rules.join(", ")
+    )
 }

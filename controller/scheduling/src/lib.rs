@@ -8,11 +8,11 @@
 
 pub mod checker;
 mod classes;
-mod consolidation;
 pub mod explain;
 mod firstfit;
 pub mod kubernetes;
 pub mod lowerbound;
+mod merge;
 pub mod nodepool;
 mod packing;
 pub mod pod;

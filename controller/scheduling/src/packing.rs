@@ -306,7 +306,7 @@ impl Solve<'_> {
         reserved: Option<&Resources>,
     ) -> bool {
         let p = &self.sched.pools[pool];
-        if p.pool.limits.is_empty() {
+        if !self.limited[pool] {
             return true;
         }
         let (used, nodes) = &self.limits_used[pool];
@@ -857,7 +857,7 @@ impl Solve<'_> {
         // larger than the cheapest (on every limited resource) are kept, and the cheapest's
         // capacity is what the limits count.
         let reserved = p.instance_type(kept[0]).capacity.clone();
-        if !p.pool.limits.is_empty() {
+        if self.limited[pool] {
             let first = kept[0];
             kept.retain(|o| {
                 let cap = &p.instance_type(*o).capacity;

@@ -348,7 +348,7 @@ impl Scheduler {
         for (pod, reason) in solve.repair_spreads() {
             unschedulable.push(Unschedulable { pod, reason });
         }
-        solve.consolidate();
+        solve.merge_nodes();
         let mut results = solve.results();
         unschedulable.sort_by_key(|u| u.pod);
         results.unschedulable = unschedulable;
@@ -459,6 +459,10 @@ impl Scheduler {
                     return Err(format!("does not tolerate taint {t}"));
                 }
                 p.requirements.compatible(&c.requirements, is_well_known).map_err(|e| e.to_string())?;
+                if let Some(r) = c.requirements.get(labels::HOSTNAME).filter(|r| !r.is_complement()) {
+                    // A NodeClaim's node name is not known when it is planned.
+                    return Err(format!("a new node cannot satisfy {r}: only an existing node has that name"));
+                }
                 let combined = p.requirements.intersection(&c.requirements);
                 let mut set = Bitset::new(p.types.len());
                 let (mut by_requirements, mut too_small) = (0usize, 0usize);
@@ -551,7 +555,7 @@ pub(crate) struct Class {
     pub placed: Option<Arc<Placed>>,
 }
 
-/// The constraints a placed pod was placed under, kept so consolidation can move it.
+/// The constraints a placed pod was placed under, kept so node merging ([`crate::merge`]) can move it.
 pub(crate) struct Placed {
     pub constraints: Constraints,
     pub request: Resources,
@@ -614,6 +618,10 @@ pub(crate) struct Solve<'s> {
     pub pod_info: Vec<Option<Arc<Placed>>>,
     /// When cost planning must stop (its plan is then dropped).
     pub deadline: Option<Instant>,
+    /// Per pool: whether its limits could bind in this solve. A plan launches at most one
+    /// NodeClaim per pod, so a limit that even that many of the pool's largest type stays
+    /// within never binds, and is ignored: it must not change the plan.
+    pub limited: Vec<bool>,
     /// First fit: per pool and type, average pods held per dollar.
     pub efficient: Vec<Vec<f64>>,
 }
@@ -751,6 +759,25 @@ impl<'s> Solve<'s> {
             spreads: HashMap::new(),
             pod_info: vec![None; pods.len()],
             deadline: None,
+            limited: sched
+                .pools
+                .iter()
+                .map(|p| {
+                    let most = pods.len() as i64;
+                    p.pool.limits.iter().any(|(name, limit)| {
+                        let largest = if name == "nodes" {
+                            1
+                        } else {
+                            p.types
+                                .iter()
+                                .map(|t| p.pool.instance_types[t.index].capacity.get(name))
+                                .max()
+                                .unwrap_or(0)
+                        };
+                        largest.saturating_mul(most) > *limit
+                    })
+                })
+                .collect(),
             efficient: Vec::new(),
         }
     }

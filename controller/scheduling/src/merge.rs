@@ -1,8 +1,9 @@
-//! Consolidation before launch: once the batch is packed, try to empty the least-utilized
+//! Node merging before launch: once the batch is packed, try to empty the least-utilized
 //! planned NodeClaims by moving their pods into room left on other nodes (existing ones, or
 //! planned ones, possibly stepping up to a bigger option of theirs), keeping a move only if
-//! the plan gets cheaper. This is upstream's delete-consolidation, applied to the plan instead
-//! of to running nodes, so the leftovers of greedy packing never get launched.
+//! the plan gets cheaper. Upstream Karpenter's delete consolidation does this to running
+//! nodes; here it is done to the plan, so the leftovers of greedy packing never get
+//! launched. ("Consolidation" names the controller's disruption feature; this is not it.)
 
 use std::collections::BTreeSet;
 
@@ -85,7 +86,7 @@ impl Solve<'_> {
                     let price = price_under(p.instance_type(*chosen), requirements)?.price;
                     return Some(price - now);
                 }
-                if !p.pool.limits.is_empty() {
+                if self.limited[*pool] {
                     return None;
                 }
                 options
@@ -137,7 +138,7 @@ impl Solve<'_> {
     }
 
     /// Empty whichever planned NodeClaims can be emptied for less than they cost.
-    pub(crate) fn consolidate(&mut self) {
+    pub(crate) fn merge_nodes(&mut self) {
         let needed: BTreeSet<u32> = self
             .pod_info
             .iter()
