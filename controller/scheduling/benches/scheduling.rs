@@ -345,8 +345,8 @@ fn main() {
             fake.len()
         );
         println!(
-            "{:>7} {:>9} {:>8} {:>7} {:>10} {:>10}",
-            "pods", "seconds", "unsched", "nodes", "$/h", "checker"
+            "{:>7} {:>9} {:>8} {:>9} {:>7} {:>10} {:>10}",
+            "pods", "seconds", "unsched", "no match", "nodes", "$/h", "checker"
         );
         for &n in &sizes {
             let mut rng = Rng(0x9E3779B97F4A7C15 ^ (n as u64).wrapping_mul(31));
@@ -362,11 +362,21 @@ fn main() {
             } else {
                 "skipped".to_string()
             };
+            // Pods whose required affinity selects no pod of the batch: nobody can place them.
+            let no_match = pods
+                .iter()
+                .filter(|p| {
+                    p.affinity
+                        .iter()
+                        .any(|t| !pods.iter().any(|q| t.selector.matches(&q.labels)))
+                })
+                .count();
             println!(
-                "{:>7} {:>9.3} {:>8} {:>7} {:>10.3} {:>10}",
+                "{:>7} {:>9.3} {:>8} {:>9} {:>7} {:>10.3} {:>10}",
                 n,
                 secs,
                 results.unschedulable.len(),
+                no_match,
                 results.node_claims.len(),
                 results.total_price(),
                 checked

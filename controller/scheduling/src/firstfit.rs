@@ -40,6 +40,9 @@ use crate::taints::first_untolerated;
 /// new NodeClaim to keep it.
 const EFFICIENT: f64 = 0.9;
 
+/// Candidate checks node merging may make on a first-fit plan, per pod.
+const MERGE_WORK_PER_POD: usize = 100;
+
 /// A class as first fit sees it.
 struct FitClass {
     class: Class,
@@ -72,15 +75,17 @@ struct Miss {
 }
 
 impl Scheduler {
-    /// The first-fit plan (see the module docs).
-    pub(crate) fn first_fit(&self, pods: &[Pod]) -> Results {
+    /// The first-fit plan (see the module docs); with `merge`, its NodeClaims are then
+    /// merged ([`crate::merge`]) within a work budget proportional to the batch (so the
+    /// plan stays deterministic).
+    pub(crate) fn first_fit(&self, pods: &[Pod], merge: bool) -> Results {
         let mut solve = Solve::new(self, pods);
-        solve.first_fit_all()
+        solve.first_fit_all(merge)
     }
 }
 
 impl Solve<'_> {
-    fn first_fit_all(&mut self) -> Results {
+    fn first_fit_all(&mut self, merge: bool) -> Results {
         let pods = self.pods;
         self.efficient = self.efficient_types();
         let mut queue: Vec<(usize, Relax)> =
@@ -128,6 +133,9 @@ impl Solve<'_> {
                 }
             }
             queue = next;
+        }
+        if merge {
+            self.merge_nodes_within(MERGE_WORK_PER_POD * self.pods.len());
         }
         let mut results = self.results();
         unschedulable.sort_by_key(|u| u.pod);
@@ -690,7 +698,18 @@ impl Solve<'_> {
     /// Record pod `pod` of the class on bin `b`, narrowed by `pins`.
     fn fit_place(&mut self, pod: usize, fc: &mut FitClass, b: usize, pins: &[(String, String)]) {
         let class = &mut fc.class;
-        let placed = class.placed();
+        let mut placed = class.placed();
+        if !pins.is_empty() {
+            // Node merging may move the pod; its domains stay as its rules were checked.
+            let mut pinned = crate::scheduler::Placed::clone(&placed);
+            for (k, v) in pins {
+                pinned
+                    .constraints
+                    .requirements
+                    .add(Requirement::exactly(k, v));
+            }
+            placed = Arc::new(pinned);
+        }
         let bin = &mut self.bins[b];
         bin.used.add(&class.request);
         for m in &class.node_rules.members {
@@ -724,9 +743,17 @@ impl Solve<'_> {
                         && price_under(p.instance_type(*t), &bin.requirements).is_some()
                 })
                 .collect();
-            if let Some(first) = kept.first() {
-                *chosen = *first;
-                bin.capacity = p.types[*first].free.clone();
+            // The type the claim would launch as now: the cheapest that holds its pods (what
+            // node merging prices; fit checks use every option).
+            let cheapest = kept
+                .iter()
+                .filter_map(|t| {
+                    price_under(p.instance_type(*t), &bin.requirements).map(|o| (o.price, *t))
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            if let Some((_, t)) = cheapest {
+                *chosen = t;
+                bin.capacity = p.types[t].free.clone();
             }
             *options = Arc::new(kept);
         }

@@ -139,6 +139,11 @@ impl Solve<'_> {
 
     /// Empty whichever planned NodeClaims can be emptied for less than they cost.
     pub(crate) fn merge_nodes(&mut self) {
+        self.merge_nodes_within(WORK_BUDGET);
+    }
+
+    /// [`Self::merge_nodes`] with at most `budget` candidate checks.
+    pub(crate) fn merge_nodes_within(&mut self, budget: usize) {
         let needed: BTreeSet<u32> = self
             .pod_info
             .iter()
@@ -158,7 +163,7 @@ impl Solve<'_> {
         });
         let mut work = 0usize;
         for a in claims {
-            if work > WORK_BUDGET || self.past_deadline() {
+            if work > budget || self.past_deadline() {
                 break;
             }
             let pods = self.bins[a].pods.clone();

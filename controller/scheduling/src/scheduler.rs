@@ -1,6 +1,8 @@
 //! `Scheduler::solve`: pending pods in, a plan out — which pods go on which existing nodes,
 //! which NodeClaims to launch (each with its instance-type options, cheapest first), and why
-//! every pod that cannot be placed cannot. Pure and deterministic: same input, same plan.
+//! every pod that cannot be placed cannot. Pure, and deterministic given which cost plans
+//! finish within the time budget: same input, same plan whenever none does (`Duration::ZERO`
+//! or a machine too busy) or all do (a generous budget); in between, timing decides.
 //!
 //! Every solve starts with the first-fit plan ([`crate::firstfit`]): milliseconds, and every
 //! pod upstream Karpenter's first fit places is placed. Within a time budget
@@ -254,7 +256,7 @@ impl Scheduler {
     /// provisioning batch, a disruption simulation).
     pub fn solve_within(&self, pods: &[Pod], budget: Duration) -> Results {
         let start = Instant::now();
-        let first = self.first_fit(pods);
+        let first = self.first_fit(pods, !budget.is_zero());
         if budget.is_zero() || pods.is_empty() {
             return first;
         }
@@ -556,6 +558,7 @@ pub(crate) struct Class {
 }
 
 /// The constraints a placed pod was placed under, kept so node merging ([`crate::merge`]) can move it.
+#[derive(Clone)]
 pub(crate) struct Placed {
     pub constraints: Constraints,
     pub request: Resources,
