@@ -671,8 +671,14 @@ async fn the_controller_killed_at_random_moments_leaves_no_orphan_and_no_stuck_f
             let _ = std::process::Command::new("kill")
                 .args(["-9", &victim.to_string()])
                 .status();
+            // Gone before the restart looks, or it would count the dying replica as running.
+            eventually("the killed replica gone", Duration::from_secs(10), || async {
+                (!replica_pids().contains(&victim)).then_some(())
+            })
+            .await;
         }
         start_replicas(2);
+        assert_eq!(replica_pids().len(), 2, "both replicas run again");
         if rng.below(3) == 0 {
             running(sb, &app, want as usize).await;
         }

@@ -487,3 +487,56 @@ async fn uninstall_detaches_our_policy_from_principals_that_are_not_ours_and_kee
     assert!(doc.get("applied").is_none(), "{doc}");
     remove_foreign(&iam).await;
 }
+
+/// With no controller running, nothing finalizes NodeClaims: uninstall says so (naming the
+/// Lease and the claims) instead of waiting silently for 15 minutes, and stops within a
+/// minute with the fix; once the claim is gone a re-run finishes.
+#[tokio::test]
+async fn uninstall_with_the_controller_stopped_says_what_it_waits_for_and_stops() {
+    use karpctl_api::v1::NodeClaim;
+    use kube::Api;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let sb = sandbox();
+    let cluster = sb.cluster().to_string();
+    sb.karpctl_ok(&["init", "--cluster", &cluster, "--yes"]);
+    // No replica runs (the sandbox runs the controller only when a test starts it).
+    let _ = std::process::Command::new(support::repo_root().join("sandbox/sandbox"))
+        .args(["controller", "stop"])
+        .output();
+    let claims: Api<NodeClaim> = Api::all(sb.kube().await);
+    let name = support::unique("stuck");
+    let claim: NodeClaim = serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+        "metadata": {"name": name, "finalizers": ["karpenter.sh/termination"]},
+        "spec": {
+            "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"},
+            "requirements": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}]
+        }
+    }))
+    .unwrap();
+    claims.create(&PostParams::default(), &claim).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let out = sb.karpctl(&["uninstall", "--cluster", &cluster, "--yes"]);
+    let took = started.elapsed();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("the controller is not running"), "{said}");
+    assert!(said.contains("karpenter-leader-election"), "names the Lease: {said}");
+    assert!(said.contains(&name), "names the claim: {said}");
+    assert!(said.contains("then run uninstall again"), "{said}");
+    assert!(took < std::time::Duration::from_secs(180), "took {took:?}");
+
+    // Let the claim go as a controller would, then uninstall converges.
+    claims
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    sb.karpctl_ok(&["uninstall", "--cluster", &cluster, "--yes"]);
+    assert_nothing_left(sb).await;
+}

@@ -90,7 +90,12 @@ impl ControllerWatch {
         waiting_for: &str,
         progress: &dyn Fn(String),
     ) -> anyhow::Result<()> {
-        match controller_running(client).await? {
+        let running = match controller_running(client).await {
+            Ok(running) => running,
+            // Not allowed to read Leases, or a blip: say nothing rather than guess.
+            Err(_) => return Ok(()),
+        };
+        match running {
             Ok(_) => {
                 if self.down_since.take().is_some() {
                     progress("the controller is running again".to_owned());

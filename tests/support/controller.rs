@@ -112,6 +112,12 @@ impl Drop for Run {
             "--ignore-not-found",
             "--wait=false",
         ]);
+        // A failed test may have left no controller running: the claims need one.
+        if !sandbox_cmd(&["controller", "status"]).status.success()
+            && std::panic::catch_unwind(start_controller).is_err()
+        {
+            eprintln!("restarting the controller for clean-up failed");
+        }
         let selector = format!("karpenter.sh/nodepool={}", self.pool);
         let out = sandbox_cmd(&[
             "kubectl",
