@@ -672,9 +672,11 @@ async fn the_controller_killed_at_random_moments_leaves_no_orphan_and_no_stuck_f
                 .args(["-9", &victim.to_string()])
                 .status();
             // Gone before the restart looks, or it would count the dying replica as running.
-            eventually("the killed replica gone", Duration::from_secs(10), || async {
-                (!replica_pids().contains(&victim)).then_some(())
-            })
+            eventually(
+                "the killed replica gone",
+                Duration::from_secs(10),
+                || async { (!replica_pids().contains(&victim)).then_some(()) },
+            )
             .await;
         }
         start_replicas(2);

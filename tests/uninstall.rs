@@ -523,7 +523,10 @@ async fn uninstall_with_the_controller_stopped_says_what_it_waits_for_and_stops(
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("the controller is not running"), "{said}");
-    assert!(said.contains("karpenter-leader-election"), "names the Lease: {said}");
+    assert!(
+        said.contains("karpenter-leader-election"),
+        "names the Lease: {said}"
+    );
     assert!(said.contains(&name), "names the claim: {said}");
     assert!(said.contains("then run uninstall again"), "{said}");
     assert!(took < std::time::Duration::from_secs(180), "took {took:?}");
