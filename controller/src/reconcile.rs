@@ -195,10 +195,13 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// The scripted answer to the n-th run of a key.
+    type Answer = Box<dyn Fn(&str, usize) -> anyhow::Result<Outcome> + Send + Sync>;
+
     /// Records when each key ran and answers from a script.
     struct Scripted {
         runs: Mutex<Vec<(String, Instant)>>,
-        answer: Box<dyn Fn(&str, usize) -> anyhow::Result<Outcome> + Send + Sync>,
+        answer: Answer,
     }
 
     impl Reconciler for Scripted {

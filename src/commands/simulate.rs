@@ -296,7 +296,8 @@ pub fn run(files: &[PathBuf], args: &CatalogueArgs, printer: &Printer) -> anyhow
         cluster.nodes.clone(),
         cluster.daemon_sets.clone(),
     );
-    let results = scheduler.solve(&cluster.pods);
+    // A person waits for this answer once: the cost planning gets time to finish.
+    let results = scheduler.solve_within(&cluster.pods, std::time::Duration::from_secs(30));
     let input = Input {
         pods: &cluster.pods,
         node_pools: &pools,
