@@ -263,21 +263,6 @@ impl<C: CloudProvider, Q: InterruptionQueue> Interruption<C, Q> {
     }
 }
 
-/// No queue configured.
-pub struct NoQueue;
-
-impl InterruptionQueue for NoQueue {
-    fn name(&self) -> &str {
-        ""
-    }
-    async fn receive(&self) -> Result<Vec<Received>, String> {
-        std::future::pending().await
-    }
-    async fn delete(&self, _receipt: &str) -> Result<(), String> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

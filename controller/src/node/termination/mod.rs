@@ -47,7 +47,6 @@ pub const EXCLUDE_FROM_LOAD_BALANCERS: &str =
 pub mod reasons {
     pub const FAILED_DRAINING: &str = "FailedDraining";
     pub const AWAITING_VOLUME_DETACHMENT: &str = "AwaitingVolumeDetachment";
-    pub const TERMINATING: &str = "Terminating";
 }
 
 /// How often a drain looks again while pods are terminating.
