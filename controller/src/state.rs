@@ -134,6 +134,16 @@ pub struct PodRecord {
     pub daemon_set: bool,
     /// `PodScheduled=False` with reason `Unschedulable`: the scheduler found no node.
     pub unschedulable: bool,
+    /// A static (mirror) pod: its kubelet runs it, it never moves.
+    pub static_pod: bool,
+    /// The value of its `karpenter.sh/do-not-disrupt` annotation, if any.
+    pub do_not_disrupt: Option<Box<str>>,
+    /// `status.startTime`, for `karpenter.sh/do-not-disrupt` given as a duration.
+    pub started: Option<k8s_openapi::jiff::Timestamp>,
+    /// A bound pod's full scheduling view without its name and owner, for disruption to
+    /// simulate moving it (`scheduling` keeps only what binds others). Replicas of a workload
+    /// share one through the [`Interner`].
+    pub movable: Option<Arc<SchedulingPod>>,
     /// The pod as the scheduling core sees it (requests, selectors, affinity, tolerations,
     /// spread, host ports, labels), or why its spec cannot be read. Bound pods keep only what
     /// binds others ([`keep_what_binds_others`]), so the pods of one workload share one view.
@@ -187,11 +197,17 @@ impl PodRecord {
             &namespace, &name, &labels, &spec, "spec",
         )
         .map_err(|e| Arc::from(e.to_string()));
+        let mut movable = None;
         if spec.node_name.is_some()
             && let Ok(placed) = &mut scheduling
         {
+            let mut full = placed.clone();
+            full.name = String::new();
+            full.owner = None;
+            movable = Some(Arc::new(full));
             keep_what_binds_others(placed);
         }
+        let annotations = metadata.annotations.unwrap_or_default();
         let owners = metadata.owner_references.unwrap_or_default();
         let daemon_set = owners
             .iter()
@@ -212,8 +228,21 @@ impl PodRecord {
             deleting: metadata.deletion_timestamp.is_some(),
             daemon_set,
             unschedulable,
+            static_pod: owners.iter().any(|o| o.kind == "Node")
+                || annotations.contains_key("kubernetes.io/config.mirror"),
+            do_not_disrupt: annotations
+                .get(karpctl_api::labels::DO_NOT_DISRUPT)
+                .map(|v| v.clone().into_boxed_str()),
+            started: status.start_time.map(|t| t.0),
             scheduling: scheduling.map(Arc::new),
+            movable,
         }
+    }
+
+    /// Whether it would have to move if its node went: bound, still running, not a
+    /// DaemonSet's, not static.
+    pub fn reschedulable(&self) -> bool {
+        self.node_name.is_some() && is_active(self) && !self.daemon_set && !self.static_pod
     }
 
     /// Share the values other pods repeat. A pending pod's scheduling view keeps its name
@@ -229,6 +258,9 @@ impl PodRecord {
         if self.node_name.is_some()
             && let Ok(view) = &mut self.scheduling
         {
+            *view = interner.view(view);
+        }
+        if let Some(view) = &mut self.movable {
             *view = interner.view(view);
         }
     }
@@ -498,6 +530,9 @@ pub struct ClusterState {
     /// Provider ID → claim name.
     claims_by_provider_id: BTreeMap<String, String>,
     nominations: BTreeMap<String, Nomination>,
+    /// Node name → when a pod last started or stopped using it (after the pod watch synced),
+    /// for `consolidateAfter`; persisted as the claim's `status.lastPodEventTime`.
+    pod_events: BTreeMap<Arc<str>, k8s_openapi::jiff::Timestamp>,
     synced: BTreeSet<Kind>,
     interner: Interner,
 }
@@ -519,6 +554,18 @@ impl ClusterState {
 
     fn insert<K: Tracked + 'static>(&mut self, key: String, mut stored: K::Stored) {
         let key: Arc<str> = Arc::from(key);
+        if K::KIND == Kind::Pod && self.synced.contains(&Kind::Pod) {
+            let any: &dyn std::any::Any = &stored;
+            if let Some(new) = any.downcast_ref::<PodRecord>() {
+                let using = |p: &PodRecord| p.node_name.clone().filter(|_| is_active(p));
+                let before = self.pods.get(&key).and_then(using);
+                let after = using(new);
+                if before != after {
+                    self.pod_event(before);
+                    self.pod_event(after);
+                }
+            }
+        }
         K::intern(&mut stored, &mut self.interner);
         self.unindex::<K>(&key);
         self.index::<K>(&key, &stored);
@@ -527,11 +574,18 @@ impl ClusterState {
 
     pub fn delete<K: Tracked + 'static>(&mut self, obj: &K) {
         let key = key_of(obj);
+        if K::KIND == Kind::Pod && self.synced.contains(&Kind::Pod) {
+            let node = self.pods.get(key.as_str()).and_then(|p| p.node_name.clone());
+            self.pod_event(node);
+        }
         self.unindex::<K>(&key);
         K::map(self).remove(key.as_str());
         match K::KIND {
             Kind::Pod => {
                 self.nominations.remove(&key);
+            }
+            Kind::Node => {
+                self.pod_events.remove(key.as_str());
             }
             // Pods waiting for a claim that went away are planned again at once.
             Kind::NodeClaim => self.nominations.retain(|_, n| n.target != key),
@@ -606,6 +660,18 @@ impl ClusterState {
             }
             _ => {}
         }
+    }
+
+    fn pod_event(&mut self, node: Option<Arc<str>>) {
+        if let Some(node) = node {
+            self.pod_events
+                .insert(node, k8s_openapi::jiff::Timestamp::now());
+        }
+    }
+
+    /// When a pod last started or stopped using `node`, as this replica saw it.
+    pub fn last_pod_event(&self, node: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.pod_events.get(node).copied()
     }
 
     /// Every kind has delivered its initial list (for /readyz and before garbage collection).
@@ -717,6 +783,14 @@ impl ClusterState {
             .get(pod_key)
             .filter(|n| n.until > now)
             .map(|n| n.target.as_str())
+    }
+
+    /// Whether pending pods were nominated to `target` (a node or claim name) and the
+    /// nomination still holds: disruption leaves such capacity alone.
+    pub fn is_nominated(&self, target: &str, now: Instant) -> bool {
+        self.nominations
+            .values()
+            .any(|n| n.target == target && n.until > now)
     }
 
     /// Keys of pending pods nominated to `target` (not expired).

@@ -8,6 +8,7 @@
 
 pub mod checker;
 mod classes;
+pub mod disruption;
 pub mod explain;
 mod firstfit;
 pub mod kubernetes;

@@ -87,12 +87,14 @@ impl Budget {
 
 /// A NodePool prepared for scheduling: its requirements as one set, and the instance types
 /// it can launch with their DaemonSet overhead.
+#[derive(Clone)]
 pub(crate) struct PreparedPool {
     pub pool: NodePool,
     pub requirements: Requirements,
     pub types: Vec<PoolType>,
 }
 
+#[derive(Clone)]
 pub(crate) struct PoolType {
     /// Index into `pool.instance_types`.
     pub index: usize,
@@ -233,6 +235,22 @@ impl Scheduler {
             nodes,
             daemon_sets,
             options,
+        }
+    }
+
+    /// The same simulation without the nodes `excluded` names (disruption's "what if these
+    /// nodes were gone"); the NodePools stay prepared, so this costs a copy, not a rebuild.
+    pub fn without_nodes(&self, excluded: &std::collections::BTreeSet<&str>) -> Scheduler {
+        Scheduler {
+            pools: self.pools.clone(),
+            nodes: self
+                .nodes
+                .iter()
+                .filter(|n| !excluded.contains(n.name.as_str()))
+                .cloned()
+                .collect(),
+            daemon_sets: self.daemon_sets.clone(),
+            options: self.options.clone(),
         }
     }
 
