@@ -19,6 +19,10 @@ pub const REPORTING_CONTROLLER: &str = "karpenter";
 pub mod reasons {
     pub const NOMINATED: &str = "Nominated";
     pub const FAILED_SCHEDULING: &str = "FailedScheduling";
+    pub const DISRUPTION_BLOCKED: &str = "DisruptionBlocked";
+    pub const DISRUPTION_LAUNCHING: &str = "DisruptionLaunching";
+    pub const DISRUPTION_WAITING_READINESS: &str = "DisruptionWaitingReadiness";
+    pub const DISRUPTION_TERMINATING: &str = "DisruptionTerminating";
     pub const LAUNCHED: &str = "Launched";
     pub const REGISTERED: &str = "Registered";
     pub const INITIALIZED: &str = "Initialized";
@@ -179,6 +183,14 @@ pub trait MetricsSink: Send + Sync + 'static {
     fn interruption_deleted(&self, _queued_seconds: Option<f64>) {}
     /// `karpctl_interruption_queue_reachable`.
     fn interruption_queue_reachable(&self, _reachable: bool) {}
+    /// `karpenter_voluntary_disruption_decisions_total{decision,reason,consolidation_type}`.
+    fn disruption_decision(&self, _decision: &str, _reason: &str, _consolidation_type: &str) {}
+    /// `karpenter_voluntary_disruption_eligible_nodes{reason}`.
+    fn disruption_eligible(&self, _reason: &str, _count: usize) {}
+    /// `karpenter_voluntary_disruption_decision_evaluation_duration_seconds`.
+    fn disruption_evaluated(&self, _method: &str, _consolidation_type: &str, _seconds: f64) {}
+    /// `karpenter_nodepools_allowed_disruptions{nodepool,reason}`.
+    fn allowed_disruptions(&self, _node_pool: &str, _reason: &str, _allowed: usize) {}
 }
 
 /// Counts nothing.
@@ -255,6 +267,22 @@ impl MetricsSink for crate::metrics::Metrics {
             self.interruption_message_queue_duration_seconds
                 .observe([], s);
         }
+    }
+    fn disruption_decision(&self, decision: &str, reason: &str, consolidation_type: &str) {
+        self.voluntary_disruption_decisions_total
+            .inc([decision, reason, consolidation_type]);
+    }
+    fn disruption_eligible(&self, reason: &str, count: usize) {
+        self.voluntary_disruption_eligible_nodes
+            .set([reason], count as f64);
+    }
+    fn disruption_evaluated(&self, method: &str, consolidation_type: &str, seconds: f64) {
+        self.voluntary_disruption_decision_evaluation_duration_seconds
+            .observe([method, consolidation_type], seconds);
+    }
+    fn allowed_disruptions(&self, node_pool: &str, reason: &str, allowed: usize) {
+        self.nodepools_allowed_disruptions
+            .set([node_pool, reason], allowed.min(i32::MAX as usize) as f64);
     }
     fn interruption_queue_reachable(&self, reachable: bool) {
         self.interruption_queue_reachable

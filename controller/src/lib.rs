@@ -15,6 +15,7 @@
 
 pub mod clock;
 pub mod context;
+pub mod disruption;
 pub mod events;
 pub mod health;
 pub mod intern;

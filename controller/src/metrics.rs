@@ -94,6 +94,14 @@ pub struct MetricSet {
     /// `karpctl_interruption_queue_reachable` (karpctl's own): 1 while the last receive from
     /// the interruption queue worked, 0 while it fails (missing queue, denied permission).
     pub interruption_queue_reachable: Gauge<0>,
+    /// `karpenter_voluntary_disruption_decisions_total{decision,reason,consolidation_type}`.
+    pub voluntary_disruption_decisions_total: Counter<3>,
+    /// `karpenter_voluntary_disruption_eligible_nodes{reason}`.
+    pub voluntary_disruption_eligible_nodes: Gauge<1>,
+    /// `karpenter_voluntary_disruption_decision_evaluation_duration_seconds{method,consolidation_type}`.
+    pub voluntary_disruption_decision_evaluation_duration_seconds: Histogram<2>,
+    /// `karpenter_nodepools_allowed_disruptions{nodepool,reason}`.
+    pub nodepools_allowed_disruptions: Gauge<2>,
 }
 
 impl Metrics {
@@ -234,6 +242,27 @@ impl Metrics {
                 "1 while the last receive from the interruption queue succeeded, 0 while it fails (see the controller's log for why).",
                 [],
             ),
+            voluntary_disruption_decisions_total: Counter::new(
+                "karpenter_voluntary_disruption_decisions_total",
+                "Number of disruption decisions performed. Labeled by disruption decision, reason, and consolidation type.",
+                ["decision", "reason", "consolidation_type"],
+            ),
+            voluntary_disruption_eligible_nodes: Gauge::new(
+                "karpenter_voluntary_disruption_eligible_nodes",
+                "Number of nodes eligible for disruption by Karpenter. Labeled by disruption reason.",
+                ["reason"],
+            ),
+            voluntary_disruption_decision_evaluation_duration_seconds: Histogram::new(
+                "karpenter_voluntary_disruption_decision_evaluation_duration_seconds",
+                "Duration of the disruption decision evaluation process in seconds. Labeled by method and consolidation type.",
+                ["method", "consolidation_type"],
+                DURATION_BUCKETS,
+            ),
+            nodepools_allowed_disruptions: Gauge::new(
+                "karpenter_nodepools_allowed_disruptions",
+                "The number of nodes for a given NodePool that can be concurrently disrupting at a point in time. Labeled by NodePool. Note that allowed disruptions can change very rapidly, as new nodes may be created and others may be deleted at any point.",
+                ["nodepool", "reason"],
+            ),
         };
         set.build_info
             .set([env!("CARGO_PKG_VERSION"), crate::logging::commit()], 1.0);
@@ -243,7 +272,7 @@ impl Metrics {
     /// The Prometheus text exposition of every family, in a stable order.
     pub fn render(&self) -> String {
         let set = &self.0;
-        let families: [&dyn Render; 24] = [
+        let families: [&dyn Render; 28] = [
             &set.build_info,
             &set.nodeclaims_created_total,
             &set.nodeclaims_launched_total,
@@ -268,6 +297,10 @@ impl Metrics {
             &set.interruption_deleted_messages_total,
             &set.interruption_message_queue_duration_seconds,
             &set.interruption_queue_reachable,
+            &set.voluntary_disruption_decisions_total,
+            &set.voluntary_disruption_eligible_nodes,
+            &set.voluntary_disruption_decision_evaluation_duration_seconds,
+            &set.nodepools_allowed_disruptions,
         ];
         let mut out = String::new();
         for family in families {

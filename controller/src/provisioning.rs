@@ -52,6 +52,17 @@ pub struct ReconcilerSettings {
     pub nomination_ttl: Duration,
     /// `POD_NAME`, reported as the Events' reporting instance.
     pub pod_name: Option<String>,
+    /// How often disruption looks for work (upstream: 10 s).
+    pub disruption_poll: Duration,
+    /// How long a consolidation decision waits before it is re-checked and acted on
+    /// (upstream: 15 s).
+    pub disruption_validation: Duration,
+    /// How long disruption waits for replacements to initialize before giving up.
+    pub replacement_timeout: Duration,
+    /// Upstream's `SpotToSpotConsolidation` feature gate.
+    pub spot_to_spot: bool,
+    /// `CONSOLIDATION_MIN_SAVINGS` (karpctl's churn guard).
+    pub consolidation_min_savings: f64,
 }
 
 impl From<&crate::settings::Settings> for ReconcilerSettings {
@@ -63,6 +74,8 @@ impl From<&crate::settings::Settings> for ReconcilerSettings {
             launch_ttl: s.launch_ttl,
             registration_ttl: s.registration_ttl,
             pod_name: s.pod_name.clone(),
+            spot_to_spot: s.feature_gates.spot_to_spot_consolidation,
+            consolidation_min_savings: s.consolidation_min_savings,
             ..Self::default()
         }
     }
@@ -80,6 +93,11 @@ impl Default for ReconcilerSettings {
             instance_gc_grace: Duration::from_secs(30),
             nomination_ttl: Duration::from_secs(20),
             pod_name: None,
+            disruption_poll: Duration::from_secs(10),
+            disruption_validation: Duration::from_secs(15),
+            replacement_timeout: Duration::from_secs(600),
+            spot_to_spot: false,
+            consolidation_min_savings: 0.0,
         }
     }
 }
@@ -434,26 +452,15 @@ fn unready_pool_reason(
 /// the real catalogue (docs/benchmarks.md), so the provisioner gives it more.
 pub const SOLVE_BUDGET: Duration = Duration::from_secs(2);
 
-/// Decide one batch: which claims to create, which pods to nominate to capacity already
-/// there or coming, which pods fit nothing and why.
-pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
-    let mut out = Plan::default();
-    let pending: Vec<&PodRecord> = state.provisionable_pods(now);
-    let mut pods = Vec::new();
-    let mut keys = Vec::new();
-    for p in pending {
-        match &p.scheduling {
-            Ok(sp) => {
-                pods.push(Pod::clone(sp));
-                keys.push(p.key());
-            }
-            Err(e) => out.unschedulable.push((p.key(), e.to_string())),
-        }
-    }
-    out.pods = keys.len() + out.unschedulable.len();
-    if pods.is_empty() {
-        return out;
-    }
+/// What the scheduling core simulates against, from the cluster state: the NodePools (each
+/// with its claims' capacity taken off its limits), every node not being deleted with its
+/// bound and nominated pods (in-flight ones as they will be once initialized), the claims
+/// still coming up, and the DaemonSets. Provisioning and disruption both plan on it.
+pub fn scheduling_inputs(
+    state: &ClusterState,
+    pools: &[ReadyPool],
+    now: Instant,
+) -> (Vec<NodePool>, Vec<ExistingNode>, Vec<Pod>) {
     let all_types: Vec<InstanceType> = pools
         .iter()
         .flat_map(|p| p.instance_types.iter().cloned())
@@ -523,6 +530,30 @@ pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
             Err(e) => tracing::error!(NodePool = %name, error = %e, "skipping nodepool"),
         }
     }
+    (scheduling_pools, existing, daemon_sets)
+}
+
+/// Decide one batch: which claims to create, which pods to nominate to capacity already
+/// there or coming, which pods fit nothing and why.
+pub fn plan(state: &ClusterState, pools: &[ReadyPool], now: Instant) -> Plan {
+    let mut out = Plan::default();
+    let pending: Vec<&PodRecord> = state.provisionable_pods(now);
+    let mut pods = Vec::new();
+    let mut keys = Vec::new();
+    for p in pending {
+        match &p.scheduling {
+            Ok(sp) => {
+                pods.push(Pod::clone(sp));
+                keys.push(p.key());
+            }
+            Err(e) => out.unschedulable.push((p.key(), e.to_string())),
+        }
+    }
+    out.pods = keys.len() + out.unschedulable.len();
+    if pods.is_empty() {
+        return out;
+    }
+    let (scheduling_pools, existing, daemon_sets) = scheduling_inputs(state, pools, now);
     let results =
         Scheduler::new(scheduling_pools, existing, daemon_sets).solve_within(&pods, SOLVE_BUDGET);
     for placement in &results.existing {
@@ -659,6 +690,49 @@ pub fn node_claim(
     }
 }
 
+/// Pools whose node class is ready, with their instance types from the cloud.
+pub async fn ready_pools<C: CloudProvider>(
+    cloud: &C,
+    state: &SharedState,
+    metrics: &dyn MetricsSink,
+    controller: &str,
+) -> Vec<ReadyPool> {
+    let candidates: Vec<(ApiNodePool, EC2NodeClass)> = {
+        let s = state::read(state);
+        s.node_pools()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && p.spec.replicas.is_none())
+            .filter(|p| node_class_problem(p, &s).is_none())
+            .filter_map(|p| {
+                let class = s.node_class(&p.spec.template.spec.node_class_ref.name)?;
+                Some((p.clone(), class.clone()))
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (pool, class) in candidates {
+        let started = std::time::Instant::now();
+        let result = cloud.instance_types(&pool, &class).await;
+        metrics.cloud_call(
+            controller,
+            "GetInstanceTypes",
+            started.elapsed().as_secs_f64(),
+            result.as_ref().err().map(|e| e.reason()),
+        );
+        match result {
+            Ok(types) => out.push(ReadyPool {
+                pool,
+                node_class: class,
+                instance_types: Arc::new(types),
+            }),
+            Err(e) => tracing::error!(
+                NodePool = %pool.name_any(), error = %e,
+                "skipping nodepool, listing its instance types failed"
+            ),
+        }
+    }
+    out
+}
+
 /// The provisioning reconciler: runs batches and acts on their plans.
 pub struct Provisioner<C> {
     pub client: Client,
@@ -670,44 +744,6 @@ pub struct Provisioner<C> {
 }
 
 impl<C: CloudProvider> Provisioner<C> {
-    /// Pools whose node class is ready, with their instance types from the cloud.
-    async fn ready_pools(&self) -> Vec<ReadyPool> {
-        let candidates: Vec<(ApiNodePool, EC2NodeClass)> = {
-            let s = state::read(&self.state);
-            s.node_pools()
-                .filter(|p| p.metadata.deletion_timestamp.is_none() && p.spec.replicas.is_none())
-                .filter(|p| node_class_problem(p, &s).is_none())
-                .filter_map(|p| {
-                    let class = s.node_class(&p.spec.template.spec.node_class_ref.name)?;
-                    Some((p.clone(), class.clone()))
-                })
-                .collect()
-        };
-        let mut out = Vec::new();
-        for (pool, class) in candidates {
-            let started = std::time::Instant::now();
-            let result = self.cloud.instance_types(&pool, &class).await;
-            self.metrics.cloud_call(
-                "provisioner",
-                "GetInstanceTypes",
-                started.elapsed().as_secs_f64(),
-                result.as_ref().err().map(|e| e.reason()),
-            );
-            match result {
-                Ok(types) => out.push(ReadyPool {
-                    pool,
-                    node_class: class,
-                    instance_types: Arc::new(types),
-                }),
-                Err(e) => tracing::error!(
-                    NodePool = %pool.name_any(), error = %e,
-                    "skipping nodepool, listing its instance types failed"
-                ),
-            }
-        }
-        out
-    }
-
     /// Run one batch now.
     pub async fn provision(&self) -> anyhow::Result<()> {
         // Until every watch has listed, claims already in flight (e.g. made before a restart)
@@ -716,7 +752,7 @@ impl<C: CloudProvider> Provisioner<C> {
             tracing::debug!(controller = "provisioner", "waiting on cluster sync");
             return Ok(());
         }
-        let pools = self.ready_pools().await;
+        let pools = ready_pools(&*self.cloud, &self.state, &*self.metrics, "provisioner").await;
         let started = std::time::Instant::now();
         let decided = {
             let s = state::read(&self.state);

@@ -98,6 +98,40 @@ pub struct Settings {
     /// A launched NodeClaim whose Node has not registered by then is deleted.
     #[arg(long, env = "REGISTRATION_TTL", default_value = defaults::REGISTRATION_TTL, value_parser = parse_duration)]
     pub registration_ttl: Duration,
+
+    /// Upstream's feature gates, `Name=true,Other=false`; read: `SpotToSpotConsolidation`
+    /// (default false). Unknown gates are accepted and ignored, as upstream.
+    #[arg(long, env = "FEATURE_GATES", default_value = "SpotToSpotConsolidation=false", value_parser = parse_feature_gates)]
+    pub feature_gates: FeatureGates,
+
+    /// karpctl's churn guard: consolidation replaces nodes only when the replacement costs at
+    /// least this fraction less (0.05 = 5%). The default, 0, is upstream's: any strictly
+    /// cheaper replacement.
+    #[arg(long, env = "CONSOLIDATION_MIN_SAVINGS", default_value = "0", value_parser = parse_fraction)]
+    pub consolidation_min_savings: f64,
+}
+
+/// The feature gates the controller reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeatureGates {
+    pub spot_to_spot_consolidation: bool,
+}
+
+fn parse_feature_gates(value: &str) -> Result<FeatureGates, String> {
+    let mut gates = FeatureGates::default();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, on) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not Name=true or Name=false"))?;
+        let on: bool = on
+            .trim()
+            .parse()
+            .map_err(|_| format!("{part:?}: the value must be true or false"))?;
+        if name.trim() == "SpotToSpotConsolidation" {
+            gates.spot_to_spot_consolidation = on;
+        }
+    }
+    Ok(gates)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -157,6 +191,8 @@ impl Default for Settings {
             leader_election_name: "karpenter-leader-election".to_string(),
             launch_ttl: defaults::duration(defaults::LAUNCH_TTL),
             registration_ttl: defaults::duration(defaults::REGISTRATION_TTL),
+            feature_gates: FeatureGates::default(),
+            consolidation_min_savings: 0.0,
         }
     }
 }

@@ -421,6 +421,22 @@ impl NodeRecord {
         get(&self.labels, key)
     }
 
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        get(&self.annotations, key)
+    }
+
+    pub fn labels_map(&self) -> BTreeMap<String, String> {
+        to_map(&self.labels, str::to_owned).unwrap_or_default()
+    }
+
+    pub fn has_taint(&self, key: &str) -> bool {
+        self.taints.iter().flatten().any(|t| t.key == key)
+    }
+
+    pub fn taints(&self) -> &[Taint] {
+        self.taints.as_deref().unwrap_or_default()
+    }
+
     pub fn provider_id(&self) -> Option<&str> {
         self.provider_id.as_deref()
     }
@@ -575,7 +591,10 @@ impl ClusterState {
     pub fn delete<K: Tracked + 'static>(&mut self, obj: &K) {
         let key = key_of(obj);
         if K::KIND == Kind::Pod && self.synced.contains(&Kind::Pod) {
-            let node = self.pods.get(key.as_str()).and_then(|p| p.node_name.clone());
+            let node = self
+                .pods
+                .get(key.as_str())
+                .and_then(|p| p.node_name.clone());
             self.pod_event(node);
         }
         self.unindex::<K>(&key);

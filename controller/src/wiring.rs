@@ -96,6 +96,8 @@ pub async fn run_with<C: CloudProvider, Q: InterruptionQueue>(
     let expiration = Arc::new(Expiration { ctx: ctx.clone() });
     // Nodes being deleted: drain, volumes, instance, finalizer.
     let termination = Arc::new(Termination::new(ctx.clone()));
+    // Emptiness, drift and consolidation within budgets.
+    let disruption = Arc::new(crate::disruption::Disruption::new(ctx.clone()));
     // Spot interruptions and instance events from the interruption queue.
     let interruption = queue.map(|q| Interruption::new(ctx.clone(), q));
     // EC2NodeClass and NodePool status.
@@ -143,6 +145,7 @@ pub async fn run_with<C: CloudProvider, Q: InterruptionQueue>(
         _ = drive(expiration, shared.clone(), rx.clone(), driver) => anyhow::bail!("nodeclaim expiration ended"),
         _ = drive(termination, shared.clone(), rx.clone(), driver) => anyhow::bail!("node termination ended"),
         _ = interruptions => anyhow::bail!("interruption ended"),
+        _ = disruption.run() => anyhow::bail!("disruption ended"),
         _ = node_classes.run(rx.clone()) => anyhow::bail!("ec2nodeclass reconciler ended"),
         _ = node_pools.run(rx.clone()) => anyhow::bail!("nodepool reconciler ended"),
         _ = synced => anyhow::bail!("sync reporter ended"),

@@ -170,8 +170,20 @@ impl Simulator {
 
     /// Remove `candidates` and see where their pods go.
     pub fn simulate(&self, candidates: &[&Candidate]) -> Outcome {
+        match self.replacements(candidates) {
+            Err(blocked) => Outcome::Blocked(blocked),
+            Ok(mut new) => match new.len() {
+                0 => Outcome::Delete,
+                1 => self.judge_replacement(candidates, new.pop().expect("one")),
+                n => Outcome::Blocked(Blocked::NeedsSeveralNodes { count: n }),
+            },
+        }
+    }
+
+    /// The new nodes the candidates' pods would need if the candidates were gone (none when
+    /// every pod fits elsewhere), without judging their price: drift replaces what it must.
+    pub fn replacements(&self, candidates: &[&Candidate]) -> Result<Vec<NodeClaimPlan>, Blocked> {
         let gone: BTreeSet<&str> = candidates.iter().map(|c| c.node.as_str()).collect();
-        let sched = self.scheduler.without_nodes(&gone);
         let mut pods: Vec<Pod> = self.pending.clone();
         let first_moved = pods.len();
         let mut keys = Vec::new();
@@ -186,27 +198,29 @@ impl Simulator {
             }
         }
         if pods.len() == first_moved {
-            return Outcome::Delete;
+            return Ok(Vec::new());
         }
+        let sched = self.scheduler.without_nodes(&gone);
         // First fit: a consolidation pass simulates many times, and a single replacement
         // node is what first fit plans best.
         let results = sched.solve_within(&pods, Duration::ZERO);
         if let Some(u) = results.unschedulable.iter().find(|u| u.pod >= first_moved) {
-            return Outcome::Blocked(Blocked::PodUnschedulable {
+            return Err(Blocked::PodUnschedulable {
                 pod: keys[u.pod - first_moved].clone(),
                 reason: u.reason.clone(),
             });
         }
-        let mut new: Vec<NodeClaimPlan> = results
+        Ok(results
             .node_claims
             .into_iter()
             .filter(|c| c.pods.iter().any(|p| *p >= first_moved))
-            .collect();
-        match new.len() {
-            0 => Outcome::Delete,
-            1 => self.judge_replacement(candidates, new.pop().expect("one")),
-            n => Outcome::Blocked(Blocked::NeedsSeveralNodes { count: n }),
-        }
+            .map(|mut c| {
+                // Only the moved pods count as the replacement's pods (indexes into them).
+                c.pods.retain(|p| *p >= first_moved);
+                c.pods.iter_mut().for_each(|p| *p -= first_moved);
+                c
+            })
+            .collect())
     }
 
     fn judge_replacement(&self, candidates: &[&Candidate], mut plan: NodeClaimPlan) -> Outcome {
@@ -255,10 +269,7 @@ impl Simulator {
         &self,
         candidates: &'c [Candidate],
     ) -> Option<(Vec<&'c Candidate>, Outcome)> {
-        let pool: Vec<&Candidate> = candidates
-            .iter()
-            .take(MAX_MULTI_NODE_CANDIDATES)
-            .collect();
+        let pool: Vec<&Candidate> = candidates.iter().take(MAX_MULTI_NODE_CANDIDATES).collect();
         if pool.len() < 2 {
             return None;
         }
@@ -282,7 +293,10 @@ impl Simulator {
     pub fn single_node<'c>(
         &self,
         candidates: &'c [Candidate],
-    ) -> (Option<(&'c Candidate, Outcome)>, Vec<(&'c Candidate, Outcome)>) {
+    ) -> (
+        Option<(&'c Candidate, Outcome)>,
+        Vec<(&'c Candidate, Outcome)>,
+    ) {
         let mut tried = Vec::new();
         for c in candidates {
             let outcome = self.simulate(&[c]);
@@ -345,10 +359,11 @@ mod tests {
 
     fn od_pool() -> NodePool {
         let mut p = NodePool::new("default", catalogue());
-        p.requirements.add(crate::requirements::Requirement::exactly(
-            "karpenter.sh/capacity-type",
-            "on-demand",
-        ));
+        p.requirements
+            .add(crate::requirements::Requirement::exactly(
+                "karpenter.sh/capacity-type",
+                "on-demand",
+            ));
         p
     }
 
@@ -433,10 +448,11 @@ mod tests {
             itype("almost", 8, 16, 0.395, 0.1),
         ]);
         let mut pool = NodePool::new("default", types.clone());
-        pool.requirements.add(crate::requirements::Requirement::exactly(
-            "karpenter.sh/capacity-type",
-            "on-demand",
-        ));
+        pool.requirements
+            .add(crate::requirements::Requirement::exactly(
+                "karpenter.sh/capacity-type",
+                "on-demand",
+            ));
         let p = pod().cpu("6");
         let nodes = vec![node("a", &types[0], &[p.clone()])];
         let c = candidate("a", &types[0], &[p]);

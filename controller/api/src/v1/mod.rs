@@ -25,8 +25,8 @@ pub use ec2nodeclass::{
 };
 pub use kubelet::KubeletConfiguration;
 pub use nodeclaim::{
-    NodeClaim, NodeClaimSpec, NodeClaimStatus, NodeClassReference, ResourceRequirements,
-    default_expire_after,
+    DisruptionVerdict, NodeClaim, NodeClaimSpec, NodeClaimStatus, NodeClassReference,
+    ResourceRequirements, default_expire_after,
 };
 pub use nodepool::{
     Budget, ConsolidationPolicy, Disruption, DisruptionReason, NODE_POOL_HASH_VERSION,

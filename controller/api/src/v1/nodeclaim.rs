@@ -209,6 +209,39 @@ pub struct NodeClaimStatus {
     /// The last time a pod was scheduled to or removed from the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_pod_event_time: Option<Time>,
+    /// karpctl's answer to "why is this node (not) being disrupted": the last verdict of the
+    /// disruption controller (an extension; upstream has no such field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<DisruptionVerdict>,
+}
+
+/// The disruption controller's last verdict on one NodeClaim.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionVerdict {
+    /// When this verdict was reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evaluated: Option<Time>,
+    /// The method that reached it: `Emptiness`, `Drift`, `MultiNodeConsolidation`,
+    /// `SingleNodeConsolidation`, or `Candidacy` when the claim is not a candidate at all.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub method: String,
+    /// `Disrupting`, `DoNotDisrupt`, `PodDisruptionBudget`, `Nominated`, `ConsolidateAfter`,
+    /// `ConsolidationDisabled`, `BudgetExhausted`, `PodsCannotMove`, `NeedsSeveralNodes`,
+    /// `NoCheaperOption`, `SpotToSpot`, `Drifted`, `InvalidInput`.
+    pub outcome: String,
+    /// What blocks it, each naming the object (a pod, a PodDisruptionBudget, a budget).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<String>,
+    /// One line for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// USD per hour of this node now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<String>,
+    /// USD per hour of the best replacement found (`0` when its pods fit elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement_price: Option<String>,
 }
 
 impl Conditions for NodeClaimStatus {
