@@ -111,7 +111,7 @@ async fn create_pool(sb: &Sandbox, guard: &mut Guard, name: &str, class: &str) {
     let np: NodePool = serde_json::from_value(json!({
         "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
         "metadata": {"name": name},
-        "spec": {"template": {"spec": {
+        "spec": {"disruption": {"consolidateAfter": "Never"}, "template": {"spec": {
             "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": class},
             "requirements": [
                 {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},

@@ -196,7 +196,10 @@ pub async fn start(sb: &Sandbox, pool_spec: Value, env: &[(&str, &str)]) -> (Run
         assert!(out.status.success(), "{}", text(&out.stderr));
         run.restore_registration_ttl = true;
     }
+    // Consolidation stays off unless a test turns it on: tests of provisioning and of a
+    // node's end must not see their nodes consolidated under them.
     let mut spec = json!({
+        "disruption": {"consolidateAfter": "Never"},
         "template": {
             "metadata": {"labels": {"e2e": pool}},
             "spec": {
