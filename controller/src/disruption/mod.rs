@@ -283,7 +283,10 @@ impl<C: CloudProvider> Disruption<C> {
             }
         }
         for c in &command.candidates {
-            if let Some(claim) = state::read(&self.ctx.state).node_claim(&c.claim).cloned() {
+            // The state's lock is never held across an await (a waiting writer would block
+            // every reader's worker thread).
+            let claim = state::read(&self.ctx.state).node_claim(&c.claim).cloned();
+            if let Some(claim) = claim {
                 let note = if replacements.is_empty() {
                     format!("Disrupting NodeClaim: {reason}/Delete")
                 } else {
@@ -322,8 +325,9 @@ impl<C: CloudProvider> Disruption<C> {
             self.ctx
                 .metrics
                 .node_claim_disrupted(&c.node_pool, &reason.to_lowercase());
+            let claim = state::read(&self.ctx.state).node_claim(&c.claim).cloned();
             if !replacements.is_empty()
-                && let Some(claim) = state::read(&self.ctx.state).node_claim(&c.claim).cloned()
+                && let Some(claim) = claim
             {
                 self.ctx
                     .events
