@@ -71,13 +71,21 @@ pub enum Command {
         catalogue: CatalogueArgs,
     },
     /// Explain, for one pending pod, why each existing node and instance type is or is not
-    /// a place for it.
+    /// a place for it (`explain POD -f FILE`); or, from the live cluster, why a node is or is
+    /// not being disrupted (`explain node NAME`: the controller's verdict, its blockers and
+    /// the current vs best replacement price).
     Explain {
-        /// The pod: `name` or `namespace/name`; replicas are named `<workload>-<index>`.
+        /// The pod: `name` or `namespace/name`; replicas are named `<workload>-<index>`. Or
+        /// the word `node`, followed by a Node or NodeClaim name.
         pod: String,
+        /// With `node`: the Node (or NodeClaim) name.
+        name: Option<String>,
         /// Manifest file to read (`-` for stdin); repeat for several files.
-        #[arg(short = 'f', long = "filename", required = true)]
+        #[arg(short = 'f', long = "filename", required_unless_present = "name")]
         files: Vec<PathBuf>,
+        /// With `node`: kubeconfig context (default: the current context).
+        #[arg(long)]
+        context: Option<String>,
         #[command(flatten)]
         catalogue: CatalogueArgs,
     },

@@ -100,8 +100,9 @@ fn verdict(claim: &NodeClaim) -> Option<(String, String)> {
     Some((d.outcome.clone(), d.message.clone()))
 }
 
-/// Scale 8 → 2 with a PDB: the emptied nodes go and what is left is consolidated onto one node
-/// no bigger than the 2 pods need, with the workload served throughout.
+/// Scale 10 → 2 with a PDB: the emptied nodes go and what is left is consolidated onto one
+/// node no bigger than the 2 pods need (a c5.large: c5 is the only family offered), with the
+/// workload served throughout.
 #[tokio::test(flavor = "multi_thread")]
 async fn scaling_down_consolidates_within_the_pdb_and_no_pod_is_lost() {
     let sb = sandbox();
@@ -118,22 +119,11 @@ async fn scaling_down_consolidates_within_the_pdb_and_no_pod_is_lost() {
     )
     .await;
     let app = unique("shrink");
-    // Spread over several nodes: one pod per node at first.
-    deploy(
-        sb,
-        &mut run,
-        &app,
-        4,
-        "1",
-        json!({"topologySpreadConstraints": [{
-            "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": {"app": app}}
-        }]}),
-    )
-    .await;
-    running(sb, &app, 4).await;
+    deploy(sb, &mut run, &app, 10, "500m", json!({})).await;
+    running(sb, &app, 10).await;
     pdb(sb, &mut run, &app, json!({"maxUnavailable": 1})).await;
     let before = claims(sb, &pool).await;
+    let before_cpus: i64 = before.iter().map(vcpus).sum();
     scale(sb, &app, 2).await;
     running(sb, &app, 2).await;
     let (seen, stop) = sample(sb, app.clone());
@@ -160,14 +150,19 @@ async fn scaling_down_consolidates_within_the_pdb_and_no_pod_is_lost() {
         seen.min_serving
     );
     let kept = &settled[0];
-    // 2 pods × 1 CPU + overhead: 4 vCPUs is what fits; the 8 and 16 vCPU types were
-    // consolidated away if they were ever chosen.
-    assert!(
-        vcpus(kept) <= 4,
-        "the remaining node is {} vCPUs",
-        vcpus(kept)
+    // 2 pods × 500m + DaemonSets fit the smallest type offered; anything bigger would have
+    // been replaced by it.
+    assert_eq!(
+        vcpus(kept),
+        2,
+        "the remaining node is {} vCPUs (started with {before_cpus} vCPUs on {} nodes)",
+        vcpus(kept),
+        before.len()
     );
-    assert!(before.len() >= 2, "the test started with several nodes");
+    assert!(
+        before_cpus >= 4,
+        "10 pods of 500m needed more than one small node"
+    );
     // The decisions were logged with upstream's message, and events were published.
     let log = std::fs::read_dir(std::path::Path::new(sb.var("KARPCTL_SANDBOX_DIR")).join("logs"))
         .unwrap()

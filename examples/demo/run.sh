@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job end to end on the local sandbox, as users know it from upstream's getting
 # started: `karpctl init`, a NodePool restricted to a few instance types, a pause Deployment
-# requesting 1Gi per replica scaled 0 -> 5 -> 12, and what the controller chose at what $/hour,
-# with every pod Running. Run from the repository root (`make demo` does).
+# requesting 1Gi per replica scaled 0 -> 5 -> 12, a NodeClaim deleted and drained, then scaled
+# 12 -> 5 -> 1 while consolidation shrinks the pool, with every pod Running and what each
+# node costs. Run from the repository root (`make demo` does).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${CARGO_TARGET_DIR:=$HOME/.cache/karpctl-target}"
@@ -72,13 +73,40 @@ echo
 wait_running 12
 "$bin/karpctl" status
 
+# Waits until the demo pool is down to `want` NodeClaims, none deleting, with every replica
+# Running: consolidation (consolidateAfter 30s, then its 15 s re-check) deletes emptied nodes
+# and replaces the rest by cheaper ones, draining each within the PDB.
+wait_consolidated() {
+  local want=$1 replicas=$2 deadline=$((SECONDS + 420)) claims deleting running
+  while :; do
+    claims=$(kubectl get nodeclaims -l karpenter.sh/nodepool=demo -o name | wc -l)
+    deleting=$(kubectl get nodeclaims -l karpenter.sh/nodepool=demo -o jsonpath='{range .items[?(@.metadata.deletionTimestamp)]}{.metadata.name}{"\n"}{end}' | grep -c . || true)
+    running=$(kubectl get pods -l app=inflate --field-selector=status.phase=Running -o name | wc -l)
+    printf '\r   %s NodeClaims (%s being drained), %s/%s inflate pods Running   ' "$claims" "$deleting" "$running" "$replicas"
+    [ "$claims" -le "$want" ] && [ "$deleting" -eq 0 ] && [ "$running" -eq "$replicas" ] && { echo; return 0; }
+    if [ $SECONDS -ge $deadline ]; then
+      echo; echo "demo: still $claims NodeClaims after 420s; see 'karpctl explain node NAME' and 'sandbox/sandbox controller logs'" >&2
+      exit 1
+    fi
+    sleep 3
+  done
+}
+
+for replicas in 5 1; do
+  step "kubectl scale deployment inflate --replicas $replicas: consolidation"
+  kubectl scale deployment inflate --replicas "$replicas"
+  wait_consolidated 1 "$replicas"
+  "$bin/karpctl" status
+done
+node=$(kubectl get nodeclaims -l karpenter.sh/nodepool=demo -o jsonpath='{.items[0].status.nodeName}')
+step "karpctl explain node $node: why the last node stays"
+"$bin/karpctl" explain node "$node"
+
 step "what the controller logged (kubectl logs ... | jq works the same on a real cluster)"
-grep -h '"message":"\(computed new nodeclaim(s) to fit pod(s)\|launched nodeclaim\|evicted pod\|deleted node\|deleted nodeclaim\)"' "$KARPCTL_SANDBOX_DIR"/logs/karpctl-controller-*.log 2>/dev/null | tail -n 12 || true
+grep -h '"message":"\(computed new nodeclaim(s) to fit pod(s)\|launched nodeclaim\|disrupting node(s)\|evicted pod\|deleted nodeclaim\)"' "$KARPCTL_SANDBOX_DIR"/logs/karpctl-controller-*.log 2>/dev/null | tail -n 16 || true
 
 cat <<'DONE'
 
 Done. Try: `sandbox/sandbox kubectl get nodeclaims`, `karpctl status`,
 `sandbox/sandbox controller logs`; clean up with `karpctl uninstall --cluster sandbox --yes`.
-Not built yet: consolidation (scaling inflate down leaves its nodes in place until they
-expire or are deleted).
 DONE

@@ -70,6 +70,116 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `explain node` prints: the claim's disruption verdict as the controller wrote it.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeVerdict {
+    pub node: String,
+    pub node_claim: String,
+    pub node_pool: String,
+    pub deleting: bool,
+    pub drifted: Option<String>,
+    pub verdict: Option<karpctl_api::v1::DisruptionVerdict>,
+}
+
+fn node_text(v: &NodeVerdict) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Node {} (NodeClaim {}, NodePool {})",
+        if v.node.is_empty() { "-" } else { &v.node },
+        v.node_claim,
+        v.node_pool
+    );
+    if v.deleting {
+        let _ = writeln!(
+            out,
+            "  being deleted (see `kubectl describe nodeclaim {}`)",
+            v.node_claim
+        );
+    }
+    if let Some(d) = &v.drifted {
+        let _ = writeln!(out, "  drifted: {d}");
+    }
+    match &v.verdict {
+        None => {
+            let _ = writeln!(
+                out,
+                "  no disruption verdict yet: the controller writes one for each initialized node it evaluates (every 10s)"
+            );
+        }
+        Some(d) => {
+            let _ = writeln!(out, "  outcome:     {} ({})", d.outcome, d.method);
+            let _ = writeln!(out, "  why:         {}", d.message);
+            for b in &d.blockers {
+                let _ = writeln!(out, "  blocked by:  {b}");
+            }
+            if let Some(p) = &d.price {
+                let _ = writeln!(out, "  price:       ${p}/hour");
+            }
+            if let Some(p) = &d.replacement_price {
+                let _ = writeln!(out, "  replacement: ${p}/hour");
+            }
+            if let Some(t) = &d.last_evaluated {
+                let _ = writeln!(out, "  evaluated:   {}", t.0);
+            }
+        }
+    }
+    out
+}
+
+/// `karpctl explain node NAME`: read the NodeClaim of a Node (or the NodeClaim itself) from
+/// the live cluster and print its disruption verdict.
+pub fn node(name: &str, context: Option<&str>, printer: &Printer) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    use karpctl_api::v1::{Conditions, NodeClaim};
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let verdict = runtime.block_on(async {
+        let client = crate::kube::config_map::client(context).await?;
+        let claims = match kube::Api::<NodeClaim>::all(client)
+            .list(&kube::api::ListParams::default())
+            .await
+        {
+            Ok(list) => list.items,
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                anyhow::bail!("this cluster has no NodeClaim API; run `karpctl init` first")
+            }
+            Err(e) => return Err(e).context("listing NodeClaims"),
+        };
+        let claim = claims
+            .into_iter()
+            .find(|c| {
+                c.metadata.name.as_deref() == Some(name)
+                    || c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name)
+            })
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no NodeClaim named {name} or launched as Node {name}; nodes the controller did not launch (node groups, Fargate) are never disrupted by it"
+                )
+            })?;
+        let status = claim.status.clone().unwrap_or_default();
+        Ok::<_, anyhow::Error>(NodeVerdict {
+            node: status.node_name.clone().unwrap_or_default(),
+            node_claim: claim.metadata.name.clone().unwrap_or_default(),
+            node_pool: claim
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(karpctl_api::labels::NODE_POOL))
+                .cloned()
+                .unwrap_or_default(),
+            deleting: claim.metadata.deletion_timestamp.is_some(),
+            drifted: status
+                .condition("Drifted")
+                .filter(|c| c.status == karpctl_api::v1::ConditionStatus::True)
+                .map(|c| format!("{}: {}", c.reason, c.message)),
+            verdict: status.disruption.clone(),
+        })
+    })?;
+    printer.result(&verdict, node_text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,8 +24,20 @@ pub fn run(command: Command, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Simulate { files, catalogue } => simulate::run(&files, &catalogue, printer),
         Command::Explain {
             pod,
+            name: Some(name),
+            context,
+            ..
+        } if pod == "node" => explain::node(&name, context.as_deref(), printer),
+        Command::Explain {
+            pod, name: Some(_), ..
+        } => anyhow::bail!(
+            "`karpctl explain {pod} NAME`: only `explain node NAME` takes a name; a pod is explained with `explain POD -f FILE`"
+        ),
+        Command::Explain {
+            pod,
             files,
             catalogue,
+            ..
         } => explain::run(&pod, &files, &catalogue, printer),
         Command::InstanceTypes {
             files,

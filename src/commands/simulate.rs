@@ -30,6 +30,35 @@ pub struct Report {
     pub existing_nodes: Vec<ExistingReport>,
     pub unschedulable: Vec<UnschedulableReport>,
     pub notes: Vec<String>,
+    /// With Nodes in the input: what consolidation would do with them (a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consolidation: Option<ConsolidationReport>,
+}
+
+/// A consolidation dry run: the command the controller's next pass would carry out, and
+/// what single-node consolidation says about each node of a NodePool.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsolidationReport {
+    /// Upstream's command string, or none.
+    pub command: Option<String>,
+    /// USD per hour the command saves.
+    pub saves_per_hour: f64,
+    pub nodes: Vec<NodeVerdictReport>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeVerdictReport {
+    pub node: String,
+    pub node_pool: String,
+    pub instance_type: String,
+    pub capacity_type: String,
+    pub price_per_hour: Option<f64>,
+    /// `delete`, `replace`, or `keep`.
+    pub action: String,
+    pub reason: String,
+    pub replacement_price_per_hour: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -107,6 +136,191 @@ pub struct UnschedulableReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     pub reason: String,
+}
+
+/// The consolidation dry run over the input's Nodes that belong to a NodePool (label
+/// `karpenter.sh/nodepool`), with the same simulator the controller uses.
+pub fn consolidation(
+    pools: &[karpctl_scheduling::NodePool],
+    cluster: &workloads::Cluster,
+) -> Option<ConsolidationReport> {
+    use karpctl_scheduling::disruption::{Candidate, Options, Outcome, Simulator};
+    let label = |n: &karpctl_scheduling::ExistingNode, k: &str| {
+        n.labels.get(k).cloned().unwrap_or_default()
+    };
+    let mut candidates: Vec<Candidate> = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let pool_name = n.labels.get("karpenter.sh/nodepool")?;
+            let pool = pools.iter().find(|p| &p.name == pool_name)?;
+            let instance_type = label(n, "node.kubernetes.io/instance-type");
+            let zone = label(n, "topology.kubernetes.io/zone");
+            let capacity_type = match label(n, "karpenter.sh/capacity-type").as_str() {
+                "spot" => Some(karpctl_cloud::CapacityType::Spot),
+                _ => Some(karpctl_cloud::CapacityType::OnDemand),
+            };
+            let price = pool
+                .instance_types
+                .iter()
+                .find(|t| t.name == instance_type)
+                .and_then(|t| {
+                    t.offerings.iter().find(|o| {
+                        Some(o.capacity_type) == capacity_type
+                            && (zone.is_empty() || o.zone == zone)
+                    })
+                })
+                .map(|o| o.price)
+                .unwrap_or(f64::NAN);
+            Some(Candidate {
+                node: n.name.clone(),
+                claim: n.name.clone(),
+                node_pool: pool_name.clone(),
+                instance_type,
+                capacity_type,
+                zone,
+                price,
+                pod_keys: n
+                    .pods
+                    .iter()
+                    .map(|p| format!("{}/{}", p.namespace, p.name))
+                    .collect(),
+                disruption_cost: 1.0 + n.pods.len() as f64,
+                pods: n.pods.clone(),
+            })
+        })
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    candidates.sort_by(|a, b| {
+        a.disruption_cost
+            .total_cmp(&b.disruption_cost)
+            .then_with(|| a.node.cmp(&b.node))
+    });
+    let sim = Simulator::new(
+        pools.to_vec(),
+        cluster.nodes.clone(),
+        cluster.daemon_sets.clone(),
+        cluster.pods.clone(),
+        Options::default(),
+    );
+    let priced: Vec<Candidate> = candidates
+        .iter()
+        .filter(|c| c.price.is_finite())
+        .cloned()
+        .collect();
+    let describe = |cands: &[&Candidate], outcome: &Outcome| {
+        let nodes: Vec<String> = cands
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}/{}/{}",
+                    c.node,
+                    c.instance_type,
+                    c.capacity_type.map(|t| t.as_str()).unwrap_or("")
+                )
+            })
+            .collect();
+        let pods: usize = cands.iter().map(|c| c.pods.len()).sum();
+        let kind = match outcome {
+            Outcome::Replace(p) => format!(
+                "Replace, terminating {} nodes ({pods} pods) {} and replacing with {} node from types {}",
+                cands.len(),
+                nodes.join(", "),
+                p.capacity_type,
+                p.instance_type_options
+                    .iter()
+                    .take(5)
+                    .map(|o| o.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => format!(
+                "Delete, terminating {} nodes ({pods} pods) {}",
+                cands.len(),
+                nodes.join(", ")
+            ),
+        };
+        format!("Underutilized/{kind}")
+    };
+    let saves = |cands: &[&Candidate], outcome: &Outcome| {
+        cands.iter().map(|c| c.price).sum::<f64>() - outcome.replacement_price().unwrap_or(0.0)
+    };
+    let empties: Vec<&Candidate> = priced.iter().filter(|c| c.pods.is_empty()).collect();
+    let (command, saves_per_hour) = if !empties.is_empty() {
+        let nodes: Vec<String> = empties.iter().map(|c| c.node.clone()).collect();
+        (
+            Some(format!(
+                "Empty/Delete, terminating {} nodes (0 pods) {}",
+                empties.len(),
+                nodes.join(", ")
+            )),
+            empties.iter().map(|c| c.price).sum(),
+        )
+    } else if let Some((chosen, outcome)) = sim.multi_node(&priced) {
+        (Some(describe(&chosen, &outcome)), saves(&chosen, &outcome))
+    } else {
+        match sim.single_node(&priced).0 {
+            Some((c, outcome)) => (Some(describe(&[c], &outcome)), saves(&[c], &outcome)),
+            None => (None, 0.0),
+        }
+    };
+    let nodes = candidates
+        .iter()
+        .map(|c| {
+            let (action, reason, replacement) = if !c.price.is_finite() {
+                (
+                    "keep".to_owned(),
+                    format!(
+                        "instance type {} is not offered to NodePool {}",
+                        c.instance_type, c.node_pool
+                    ),
+                    None,
+                )
+            } else {
+                let outcome = sim.simulate(&[c]);
+                match &outcome {
+                    Outcome::Delete => (
+                        "delete".to_owned(),
+                        "its pods fit on other nodes".to_owned(),
+                        Some(0.0),
+                    ),
+                    Outcome::Replace(p) => (
+                        "replace".to_owned(),
+                        format!(
+                            "a cheaper {} {} fits its pods",
+                            p.capacity_type, p.instance_type
+                        ),
+                        Some(p.price),
+                    ),
+                    Outcome::Blocked(b) => (
+                        "keep".to_owned(),
+                        b.to_string(),
+                        outcome.replacement_price(),
+                    ),
+                }
+            };
+            NodeVerdictReport {
+                node: c.node.clone(),
+                node_pool: c.node_pool.clone(),
+                instance_type: c.instance_type.clone(),
+                capacity_type: c
+                    .capacity_type
+                    .map(|t| t.as_str().to_owned())
+                    .unwrap_or_default(),
+                price_per_hour: c.price.is_finite().then_some(c.price),
+                action,
+                reason,
+                replacement_price_per_hour: replacement,
+            }
+        })
+        .collect();
+    Some(ConsolidationReport {
+        command,
+        saves_per_hour,
+        nodes,
+    })
 }
 
 pub fn source(args: &CatalogueArgs) -> CatalogueSource {
@@ -192,6 +406,7 @@ pub fn report(pods: &[Pod], results: &Results, region: &str, notes: Vec<String>)
             })
             .collect(),
         notes,
+        consolidation: None,
     }
 }
 
@@ -276,6 +491,29 @@ pub fn text(r: &Report) -> String {
             let _ = writeln!(out, "  {}: {}", u.pod, u.reason);
         }
     }
+    if let Some(c) = &r.consolidation {
+        out.push_str("\nConsolidation (dry run; nothing is changed):\n");
+        match &c.command {
+            Some(cmd) => {
+                let _ = writeln!(out, "  next: {cmd}\n  saves ${:.4}/hour", c.saves_per_hour);
+            }
+            None => out.push_str("  next: nothing to consolidate\n"),
+        }
+        for n in &c.nodes {
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<14} {:<10} {:>9}  {:<8} {}",
+                n.node,
+                n.instance_type,
+                n.capacity_type,
+                n.price_per_hour
+                    .map(|p| format!("${p:.4}"))
+                    .unwrap_or_else(|| "-".into()),
+                n.action,
+                n.reason
+            );
+        }
+    }
     out
 }
 
@@ -311,7 +549,8 @@ pub fn run(files: &[PathBuf], args: &CatalogueArgs, printer: &Printer) -> anyhow
             violations.join("; ")
         );
     }
-    let report = report(&cluster.pods, &results, &args.region, notes);
+    let mut report = report(&cluster.pods, &results, &args.region, notes);
+    report.consolidation = consolidation(&pools, &cluster);
     printer.result(&report, text)?;
     Ok(ExitCode::SUCCESS)
 }

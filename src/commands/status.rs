@@ -28,6 +28,10 @@ struct Claim {
     node: String,
     ready: String,
     price_per_hour: Option<f64>,
+    /// The disruption controller's last verdict (`status.disruption.outcome`), if any.
+    disruption: String,
+    /// Why (`status.disruption.message`).
+    disruption_message: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,6 +122,20 @@ async fn read(context: Option<&str>) -> anyhow::Result<Status> {
             node: status.node_name.clone().unwrap_or_default(),
             ready,
             price_per_hour: price,
+            disruption: if c.metadata.deletion_timestamp.is_some() {
+                "Deleting".to_owned()
+            } else {
+                status
+                    .disruption
+                    .as_ref()
+                    .map(|d| d.outcome.clone())
+                    .unwrap_or_default()
+            },
+            disruption_message: status
+                .disruption
+                .as_ref()
+                .map(|d| d.message.clone())
+                .unwrap_or_default(),
         });
     }
     out.sort_by(|a, b| (&a.node_pool, &a.name).cmp(&(&b.node_pool, &b.name)));
@@ -143,13 +161,13 @@ fn text(s: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<12} {:<24} {:<14} {:<10} {:<12} {:<44} {:<6} {:>8}",
+        "{:<12} {:<24} {:<14} {:<10} {:<12} {:<44} {:<6} {:>8}  DISRUPTION",
         "NODEPOOL", "NODECLAIM", "TYPE", "CAPACITY", "ZONE", "NODE", "READY", "$/HOUR"
     );
     for c in &s.node_claims {
         let _ = writeln!(
             out,
-            "{:<12} {:<24} {:<14} {:<10} {:<12} {:<44} {:<6} {:>8}",
+            "{:<12} {:<24} {:<14} {:<10} {:<12} {:<44} {:<6} {:>8}  {}",
             c.node_pool,
             c.name,
             c.instance_type,
@@ -159,7 +177,12 @@ fn text(s: &Status) -> String {
             c.ready,
             c.price_per_hour
                 .map(|p| format!("{p:.4}"))
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "-".into()),
+            if c.disruption.is_empty() {
+                "-"
+            } else {
+                &c.disruption
+            }
         );
     }
     let _ = writeln!(

@@ -15,7 +15,12 @@
 //!     the faster fractional bound) within a work budget (`KARPCTL_BENCH_LP_WORK` knapsack
 //!     nodes, default `DEFAULT_WORK_BUDGET`); the "bound" column says which figure a row
 //!     got: `whole` (converged), `whole/budget` (valid, stopped early) or `fractional`;
-//! (c) peak memory (VmHWM) of the process.
+//! (c) peak memory (VmHWM) of the process;
+//! (d) disruption: a fragmented cluster (20,000 pods planned onto nodes of up to 16 vCPUs of
+//!     the shipped catalogue, then every other pod removed: ~10,000 pods on the nodes), one
+//!     disruption pass (emptiness, multi-node, single-node consolidation with the controller's
+//!     simulator) timed, then passes carried out until nothing is left to do — the fleet's
+//!     $/h before and after against the fractional configuration-LP lower bound for the pods.
 //!
 //! `cargo bench -p karpctl-scheduling --bench scheduling [-- [u|a|b] SIZES...]` (`u`, `a`,
 //! `b`: only that part, several may be given; sizes apply to (u) and (a);
@@ -324,7 +329,7 @@ fn main() {
     // `u`, `a`, `b` select parts (all when none is given); numbers are sizes for (u) and (a).
     let parts: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| ["u", "a", "b"].contains(&a.as_str()))
+        .filter(|a| ["u", "a", "b", "d"].contains(&a.as_str()))
         .collect();
     let run = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     let only = std::env::var("KARPCTL_BENCH_ONLY").ok();
@@ -392,6 +397,10 @@ fn main() {
             }
         }
         println!();
+    }
+
+    if run("d") {
+        disruption_pass();
     }
 
     let sizes = if !run("a") {
@@ -623,6 +632,215 @@ fn main() {
     );
 
     print_peak_memory();
+}
+
+/// One consolidation pass as the controller's methods run it (without budgets): empty nodes
+/// deleted, else the multi-node command, else the single-node one.
+fn consolidation_pass(
+    sim: &karpctl_scheduling::disruption::Simulator,
+    candidates: &[karpctl_scheduling::disruption::Candidate],
+) -> Option<(Vec<String>, karpctl_scheduling::disruption::Outcome)> {
+    use karpctl_scheduling::disruption::Outcome;
+    let empty: Vec<String> = candidates
+        .iter()
+        .filter(|c| c.pods.is_empty())
+        .map(|c| c.node.clone())
+        .collect();
+    if !empty.is_empty() {
+        return Some((empty, Outcome::Delete));
+    }
+    let nonempty: Vec<_> = candidates.to_vec();
+    if let Some((chosen, outcome)) = sim.multi_node(&nonempty) {
+        return Some((chosen.iter().map(|c| c.node.clone()).collect(), outcome));
+    }
+    sim.single_node(&nonempty)
+        .0
+        .map(|(c, o)| (vec![c.node.clone()], o))
+}
+
+fn existing_from_plan(
+    name: String,
+    plan: &karpctl_scheduling::NodeClaimPlan,
+    types: &[InstanceType],
+    pods: Vec<Arc<Pod>>,
+) -> karpctl_scheduling::ExistingNode {
+    let it = types.iter().find(|t| t.name == plan.instance_type).unwrap();
+    let mut node_labels = it.labels.clone();
+    node_labels.insert(labels::ZONE.to_string(), plan.zone.clone());
+    node_labels.insert(
+        labels::CAPACITY_TYPE.to_string(),
+        plan.capacity_type.as_str().to_string(),
+    );
+    node_labels.insert("kubernetes.io/hostname".to_string(), name.clone());
+    node_labels.insert("karpenter.sh/nodepool".to_string(), "default".to_string());
+    karpctl_scheduling::ExistingNode {
+        name,
+        labels: node_labels,
+        taints: Vec::new(),
+        allocatable: it.allocatable.clone(),
+        pods,
+        in_flight: false,
+    }
+}
+
+fn candidates_of(
+    nodes: &[karpctl_scheduling::ExistingNode],
+    types: &[InstanceType],
+) -> Vec<karpctl_scheduling::disruption::Candidate> {
+    let mut out: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let instance_type = n.labels[labels::INSTANCE_TYPE].clone();
+            let zone = n.labels[labels::ZONE].clone();
+            let price = types
+                .iter()
+                .find(|t| t.name == instance_type)
+                .and_then(|t| {
+                    t.offerings
+                        .iter()
+                        .find(|o| o.zone == zone && o.capacity_type == CapacityType::OnDemand)
+                })
+                .map(|o| o.price)
+                .unwrap();
+            karpctl_scheduling::disruption::Candidate {
+                node: n.name.clone(),
+                claim: n.name.clone(),
+                node_pool: "default".into(),
+                instance_type,
+                capacity_type: Some(CapacityType::OnDemand),
+                zone,
+                price,
+                pod_keys: n
+                    .pods
+                    .iter()
+                    .map(|p| format!("default/{}", p.name))
+                    .collect(),
+                disruption_cost: 1.0 + n.pods.len() as f64,
+                pods: n.pods.clone(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        a.disruption_cost
+            .total_cmp(&b.disruption_cost)
+            .then_with(|| a.node.cmp(&b.node))
+    });
+    out
+}
+
+fn disruption_pass() {
+    use karpctl_scheduling::disruption::{Options, Outcome, Simulator};
+    let catalogue = Catalogue::shipped(&CatalogueOptions {
+        spot: false,
+        ..CatalogueOptions::default()
+    })
+    .unwrap();
+    let all: Arc<Vec<InstanceType>> = Arc::new(catalogue.instance_types.clone());
+    let mut requirements = Requirements::new();
+    requirements
+        .add(Requirement::new("karpenter.k8s.aws/instance-cpu", Operator::Lt, &["17"]).unwrap());
+    let pools = vec![pool("default", &all, requirements)];
+    let mut rng = Rng(0xD15C0);
+    let pods: Vec<Pod> = (0..20_000)
+        .map(|i| sized(&mut rng, format!("p-{i}")))
+        .collect();
+    let planned = Scheduler::with_options(pools.clone(), Vec::new(), Vec::new(), options())
+        .solve_within(&pods, std::time::Duration::from_secs(5));
+    // Every other pod goes: a fragmented cluster.
+    let mut nodes = Vec::new();
+    let mut kept = Vec::new();
+    for (i, c) in planned.node_claims.iter().enumerate() {
+        let on: Vec<Arc<Pod>> = c
+            .pods
+            .iter()
+            .filter(|p| rng.next() % 2 == 0 || **p % 7 == 0)
+            .map(|p| Arc::new(pods[*p].clone()))
+            .collect();
+        kept.extend(on.iter().map(|p| Pod::clone(p)));
+        nodes.push(existing_from_plan(format!("n-{i}"), c, &all, on));
+    }
+    let price_of = |nodes: &[karpctl_scheduling::ExistingNode]| -> f64 {
+        candidates_of(nodes, &all).iter().map(|c| c.price).sum()
+    };
+    let before = price_of(&nodes);
+    let (bound, _) = lower_bound(&pools, &kept, &[], false);
+    println!(
+        "(d) disruption: {} nodes (≤ 16 vCPUs, shipped catalogue, on-demand) holding {} pods after half of 20,000 went",
+        nodes.len(),
+        kept.len()
+    );
+    let mut passes = 0;
+    let mut first = None;
+    let mut total = std::time::Duration::ZERO;
+    let mut slowest = std::time::Duration::ZERO;
+    let mut removed = 0;
+    let mut added = 0;
+    loop {
+        let start = Instant::now();
+        let candidates = candidates_of(&nodes, &all);
+        let sim = Simulator::new(
+            pools.clone(),
+            nodes.clone(),
+            Vec::new(),
+            Vec::new(),
+            Options::default(),
+        );
+        let decided = consolidation_pass(&sim, &candidates);
+        let took = start.elapsed();
+        first.get_or_insert(took);
+        total += took;
+        slowest = slowest.max(took);
+        let Some((chosen, outcome)) = decided else {
+            break;
+        };
+        passes += 1;
+        // Carry it out on the model: the candidates go, their pods land where the
+        // simulation put them.
+        let chosen_c: Vec<&karpctl_scheduling::disruption::Candidate> = candidates
+            .iter()
+            .filter(|c| chosen.contains(&c.node))
+            .collect();
+        let (moved, _, first_moved, results) = sim.placements(&chosen_c);
+        assert!(
+            results.unschedulable.is_empty(),
+            "a decided command left pods without a place"
+        );
+        nodes.retain(|n| !chosen.contains(&n.name));
+        removed += chosen.len();
+        for e in &results.existing {
+            let n = nodes.iter_mut().find(|n| n.name == e.node).unwrap();
+            n.pods
+                .extend(e.pods.iter().map(|p| Arc::new(moved[*p].clone())));
+        }
+        for (k, c) in results.node_claims.iter().enumerate() {
+            let name = format!("r-{passes}-{k}");
+            let on = c.pods.iter().map(|p| Arc::new(moved[*p].clone())).collect();
+            nodes.push(existing_from_plan(name, c, &all, on));
+            added += 1;
+        }
+        let _ = (first_moved, &outcome);
+        if matches!(outcome, Outcome::Blocked(_)) || passes > 2_000 {
+            break;
+        }
+    }
+    let after = price_of(&nodes);
+    println!(
+        "    first pass decided in {:.3} s; {} passes until nothing was left to do ({:.1} s of decisions, slowest {:.3} s): {} nodes removed, {} launched, {} nodes left",
+        first.unwrap_or_default().as_secs_f64(),
+        passes,
+        total.as_secs_f64(),
+        slowest.as_secs_f64(),
+        removed,
+        added,
+        nodes.len()
+    );
+    println!(
+        "    fleet ${before:.2}/h before, ${after:.2}/h after; lower bound ${bound:.2}/h: {:+.1}% above it (was {:+.1}%)",
+        (after / bound - 1.0) * 100.0,
+        (before / bound - 1.0) * 100.0
+    );
+    let remaining: usize = nodes.iter().map(|n| n.pods.len()).sum();
+    assert_eq!(remaining, kept.len(), "every pod still has a node");
 }
 
 fn print_peak_memory() {

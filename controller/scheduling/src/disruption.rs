@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::nodepool::{ExistingNode, NodePool};
 use crate::pod::Pod;
-use crate::scheduler::{NodeClaimPlan, Scheduler};
+use crate::scheduler::{NodeClaimPlan, Results, Scheduler};
 
 /// Upstream's spot-to-spot flexibility rule: a spot node is only replaced by a spot node
 /// when at least this many cheaper instance types remain, so the new node is not the next
@@ -183,27 +183,10 @@ impl Simulator {
     /// The new nodes the candidates' pods would need if the candidates were gone (none when
     /// every pod fits elsewhere), without judging their price: drift replaces what it must.
     pub fn replacements(&self, candidates: &[&Candidate]) -> Result<Vec<NodeClaimPlan>, Blocked> {
-        let gone: BTreeSet<&str> = candidates.iter().map(|c| c.node.as_str()).collect();
-        let mut pods: Vec<Pod> = self.pending.clone();
-        let first_moved = pods.len();
-        let mut keys = Vec::new();
-        for c in candidates {
-            for (p, key) in c.pods.iter().zip(&c.pod_keys) {
-                let mut pod = Pod::clone(p);
-                if pod.name.is_empty() {
-                    pod.name = key.rsplit('/').next().unwrap_or(key).to_owned();
-                }
-                pods.push(pod);
-                keys.push(key.clone());
-            }
-        }
+        let (pods, keys, first_moved, results) = self.placements(candidates);
         if pods.len() == first_moved {
             return Ok(Vec::new());
         }
-        let sched = self.scheduler.without_nodes(&gone);
-        // First fit: a consolidation pass simulates many times, and a single replacement
-        // node is what first fit plans best.
-        let results = sched.solve_within(&pods, Duration::ZERO);
         if let Some(u) = results.unschedulable.iter().find(|u| u.pod >= first_moved) {
             return Err(Blocked::PodUnschedulable {
                 pod: keys[u.pod - first_moved].clone(),
@@ -221,6 +204,35 @@ impl Simulator {
                 c
             })
             .collect())
+    }
+
+    /// The whole simulation with `candidates` gone: the pods given to the scheduler (pending
+    /// pods first, then the candidates' pods in order), their keys after the pending ones,
+    /// how many pending pods come first, and the results — for callers that carry a
+    /// decision out on a model of the cluster (the benchmark, the dry run).
+    pub fn placements(&self, candidates: &[&Candidate]) -> (Vec<Pod>, Vec<String>, usize, Results) {
+        let gone: BTreeSet<&str> = candidates.iter().map(|c| c.node.as_str()).collect();
+        let mut pods: Vec<Pod> = self.pending.clone();
+        let first_moved = pods.len();
+        let mut keys = Vec::new();
+        for c in candidates {
+            for (p, key) in c.pods.iter().zip(&c.pod_keys) {
+                let mut pod = Pod::clone(p);
+                if pod.name.is_empty() {
+                    pod.name = key.rsplit('/').next().unwrap_or(key).to_owned();
+                }
+                pods.push(pod);
+                keys.push(key.clone());
+            }
+        }
+        if pods.len() == first_moved {
+            return (pods, keys, first_moved, Results::default());
+        }
+        let sched = self.scheduler.without_nodes(&gone);
+        // First fit: a consolidation pass simulates many times, and a single replacement
+        // node is what first fit plans best.
+        let results = sched.solve_within(&pods, Duration::ZERO);
+        (pods, keys, first_moved, results)
     }
 
     fn judge_replacement(&self, candidates: &[&Candidate], mut plan: NodeClaimPlan) -> Outcome {

@@ -938,3 +938,224 @@ pub fn same_candidates(command: &Command, evaluated: &[Evaluated]) -> bool {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use karpctl_cloud::{Offering, Resources};
+    use karpctl_scheduling::disruption::Options;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn now() -> Timestamp {
+        "2026-12-07T12:00:00Z".parse().unwrap()
+    }
+
+    fn itype(name: &str, cpu: i64, price: f64) -> InstanceType {
+        let mut r = Resources::default();
+        r.cpu = cpu * 1000;
+        r.memory = cpu * 4 << 30;
+        r.pods = 110;
+        InstanceType {
+            name: name.into(),
+            labels: [(labels::INSTANCE_TYPE.to_owned(), name.to_owned())].into(),
+            capacity: r.clone(),
+            overhead: Default::default(),
+            allocatable: r,
+            offerings: vec![Offering {
+                zone: "us-west-2a".into(),
+                capacity_type: CapacityType::OnDemand,
+                price,
+                available: true,
+            }],
+        }
+    }
+
+    fn pool(budget: &str) -> NodePool {
+        serde_json::from_value(json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "default"},
+            "spec": {
+                "disruption": {"consolidateAfter": "0s", "budgets": [{"nodes": budget}]},
+                "template": {"spec": {
+                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"},
+                    "requirements": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}]
+                }}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn ready(pool: &NodePool) -> ReadyPool {
+        ReadyPool {
+            pool: pool.clone(),
+            node_class: serde_json::from_value(json!({
+                "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": {"name": "default"},
+                "spec": {"role": "r", "amiSelectorTerms": [{"alias": "al2023@latest"}],
+                         "subnetSelectorTerms": [{"tags": {"a": "b"}}], "securityGroupSelectorTerms": [{"tags": {"a": "b"}}]}
+            }))
+            .unwrap(),
+            instance_types: Arc::new(vec![itype("small", 2, 0.1), itype("big", 8, 0.4)]),
+        }
+    }
+
+    /// A node of type `it` with its initialized claim.
+    fn add_node(s: &mut ClusterState, name: &str, it: &str) {
+        let id = format!("aws:///us-west-2a/i-{name}");
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                labels::INSTANCE_TYPE: it, labels::TOPOLOGY_ZONE: "us-west-2a",
+                labels::CAPACITY_TYPE: "on-demand", labels::NODE_POOL: "default",
+                labels::HOSTNAME: name, labels::NODE_INITIALIZED: "true"}},
+            "spec": {"providerID": id},
+            "status": {"allocatable": {"cpu": if it == "big" {"8"} else {"2"}, "memory": "8Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let claim: NodeClaim = serde_json::from_value(json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+            "metadata": {"name": format!("claim-{name}"), "labels": {labels::NODE_POOL: "default"},
+                         "creationTimestamp": "2026-12-07T10:00:00Z"},
+            "spec": {"requirements": [], "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}},
+            "status": {"providerID": id, "nodeName": name, "conditions": [
+                {"type": "Initialized", "status": "True", "reason": "Initialized", "message": "", "lastTransitionTime": "2026-12-07T10:00:00Z"}]}
+        }))
+        .unwrap();
+        s.apply(node);
+        s.apply(claim);
+    }
+
+    fn add_pod(s: &mut ClusterState, name: &str, node: &str, annotations: serde_json::Value) {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": name}, "annotations": annotations},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i",
+                     "resources": {"requests": {"cpu": "500m"}}}]},
+            "status": {"phase": "Running", "startTime": "2026-12-07T11:50:00Z"}
+        }))
+        .unwrap();
+        s.apply(pod);
+    }
+
+    fn state(budget: &str) -> (ClusterState, Vec<ReadyPool>) {
+        let mut s = ClusterState::new();
+        let p = pool(budget);
+        s.apply(p.clone());
+        (s, vec![ready(&p)])
+    }
+
+    fn run(s: &ClusterState, pools: &[ReadyPool]) -> Decision {
+        let evaluated = evaluate(s, pools, now(), Instant::now());
+        let (sp, existing, ds) = crate::provisioning::scheduling_inputs(s, pools, Instant::now());
+        let sim = Simulator::new(sp, existing, ds, vec![], Options::default());
+        decide(&evaluated, Budgets::compute(s, now()), &sim)
+    }
+
+    #[test]
+    fn empty_nodes_go_within_the_budget_and_the_others_are_told_why() {
+        let (mut s, pools) = state("1");
+        for n in ["a", "b", "c"] {
+            add_node(&mut s, n, "small");
+        }
+        let d = run(&s, &pools);
+        let cmd = d.command.expect("an emptiness command");
+        assert_eq!(cmd.method, Method::Emptiness);
+        assert_eq!(cmd.candidates.len(), 1, "the budget allows one node");
+        let exhausted = d
+            .verdicts
+            .values()
+            .filter(|v| v.outcome == "BudgetExhausted")
+            .count();
+        assert_eq!(exhausted, 2);
+    }
+
+    #[test]
+    fn do_not_disrupt_pods_and_pdbs_at_zero_keep_nodes_out_and_are_named() {
+        let (mut s, pools) = state("100%");
+        add_node(&mut s, "a", "big");
+        add_node(&mut s, "b", "big");
+        add_node(&mut s, "c", "big");
+        add_pod(&mut s, "held", "a", json!({labels::DO_NOT_DISRUPT: "true"}));
+        add_pod(&mut s, "guarded", "b", json!({}));
+        add_pod(&mut s, "free", "c", json!({}));
+        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+            "metadata": {"name": "guard", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "guarded"}}, "maxUnavailable": 0},
+            "status": {"disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}
+        }))
+        .unwrap();
+        s.apply(pdb);
+        let d = run(&s, &pools);
+        let a = &d.verdicts["claim-a"];
+        assert_eq!(a.outcome, "DoNotDisrupt");
+        assert!(a.blockers[0].contains("default/held"), "{a:?}");
+        let b = &d.verdicts["claim-b"];
+        assert_eq!(b.outcome, "PodDisruptionBudget");
+        assert!(b.blockers[0].contains("default/guard"), "{b:?}");
+        // The free node is consolidated (its pod fits on a cheaper node or elsewhere); the
+        // held and guarded ones never are.
+        let cmd = d.command.expect("a consolidation");
+        assert!(cmd.candidates.iter().all(|c| c.node == "c"), "{cmd:?}");
+        let saved = cmd.candidates.iter().map(|c| c.price).sum::<f64>()
+            - cmd.replacements.iter().map(|r| r.price).sum::<f64>();
+        assert!(saved > 0.0);
+    }
+
+    #[test]
+    fn do_not_disrupt_as_a_duration_counts_from_the_pod_start() {
+        let (mut s, _) = state("1");
+        add_pod(&mut s, "recent", "a", json!({labels::DO_NOT_DISRUPT: "1h"}));
+        add_pod(&mut s, "old", "a", json!({labels::DO_NOT_DISRUPT: "5m"}));
+        add_pod(&mut s, "bad", "a", json!({labels::DO_NOT_DISRUPT: "soon"}));
+        let p = |n: &str| s.pod(&format!("default/{n}")).unwrap();
+        assert!(pod_blocks(p("recent"), now()).is_some());
+        assert!(pod_blocks(p("old"), now()).is_none());
+        let bad = pod_blocks(p("bad"), now()).unwrap();
+        assert!(bad.contains("is neither"), "{bad}");
+    }
+
+    #[test]
+    fn drift_is_found_by_pool_hash_requirements_and_ami() {
+        let pool = pool("1");
+        let mut claim: NodeClaim = serde_json::from_value(json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+            "metadata": {"name": "c", "annotations": {
+                labels::NODE_POOL_HASH: crate::nodepool::hash(&pool),
+                labels::NODE_POOL_HASH_VERSION: karpctl_api::v1::NODE_POOL_HASH_VERSION}},
+            "spec": {"requirements": [], "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}},
+            "status": {"imageID": "ami-old"}
+        }))
+        .unwrap();
+        let on_demand: BTreeMap<String, String> =
+            [(labels::CAPACITY_TYPE.to_owned(), "on-demand".to_owned())].into();
+        assert_eq!(drift(&claim, &on_demand, &pool, None), None);
+        let mut relabelled = pool.clone();
+        relabelled
+            .spec
+            .template
+            .metadata
+            .labels
+            .insert("team".into(), "a".into());
+        assert_eq!(
+            drift(&claim, &on_demand, &relabelled, None).map(|d| d.0),
+            Some("NodePoolDrifted")
+        );
+        let spot: BTreeMap<String, String> =
+            [(labels::CAPACITY_TYPE.to_owned(), "spot".to_owned())].into();
+        assert_eq!(
+            drift(&claim, &spot, &pool, None).map(|d| d.0),
+            Some("RequirementsDrifted")
+        );
+        let mut class = ready(&pool).node_class;
+        class.status = Some(
+            serde_json::from_value(json!({"amis": [{"id": "ami-new", "requirements": []}]}))
+                .unwrap(),
+        );
+        assert_eq!(
+            drift(&claim, &on_demand, &pool, Some(&class)).map(|d| d.0),
+            Some("AMIDrift")
+        );
+        claim.status.as_mut().unwrap().image_id = Some("ami-new".into());
+        assert_eq!(drift(&claim, &on_demand, &pool, Some(&class)), None);
+    }
+}

@@ -526,6 +526,9 @@ impl<C: CloudProvider> Disruption<C> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(e.claim.clone(), current);
+            if outcome_changed && verdict.outcome == "BudgetExhausted" {
+                self.budget_event(&e.pool, &verdict.message).await;
+            }
             if outcome_changed && verdict.blocked() {
                 self.ctx
                     .events
@@ -543,6 +546,29 @@ impl<C: CloudProvider> Disruption<C> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|name, _| s.node_claim(name).is_some());
+    }
+
+    /// Say on the NodePool (once per message) that its budget holds nodes back.
+    async fn budget_event(&self, pool: &str, message: &str) {
+        let key = (pool.to_owned(), "budget".to_owned());
+        {
+            let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+            if reported.get(&key).map(String::as_str) == Some(message) {
+                return;
+            }
+            reported.insert(key, message.to_owned());
+        }
+        let p = state::read(&self.ctx.state).node_pool(pool).cloned();
+        if let Some(p) = p {
+            self.ctx
+                .events
+                .normal(
+                    &p,
+                    reasons::DISRUPTION_BLOCKED,
+                    format!("Nodes are held back: {message}"),
+                )
+                .await;
+        }
     }
 
     /// Run passes until the future is dropped.
