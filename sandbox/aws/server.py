@@ -41,6 +41,7 @@ from moto.server import DomainDispatcherApplication, create_backend_app  # noqa:
 from werkzeug.serving import make_server  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from authorizer import Authorizer, decode_message, denial_response  # noqa: E402
 from eks_gaps import EksGaps  # noqa: E402
 from interruption import InterruptError, Interruptions  # noqa: E402
 from pricing import Pricing, PricingError  # noqa: E402
@@ -171,6 +172,13 @@ def fleet_instance_tags(form: dict[str, list[str]]) -> dict[str, str]:
     return tags
 
 
+def moto_backend(service: str, region: str) -> Any:
+    """moto's backend of one service: IAM and STS are global (keyed by partition)."""
+    from moto.backends import get_backend
+
+    return get_backend(service)[ACCOUNT_ID]["aws" if region == "global" else region]
+
+
 def is_mutating(operation: str) -> bool:
     return not operation.startswith(READ_PREFIXES) and not operation.startswith(("GET ", "HEAD "))
 
@@ -217,6 +225,7 @@ class SandboxAws:
         self.calls: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self.ready = False
+        self.authorizer = Authorizer(ACCOUNT_ID, moto_backend)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
         received = time.time()
@@ -240,6 +249,22 @@ class SandboxAws:
         if not form and query and "Action=" in query:
             form = parse_qs(query)
         operation = operation_name(service, method, path, target, form)
+
+        principal = self.authorizer.principal(environ.get("HTTP_AUTHORIZATION", ""))
+        if principal is not None:
+            json_protocol = bool(target) or service == "eks"
+            try:
+                params = json.loads(body or b"{}") if json_protocol else {k: v[0] for k, v in form.items()}
+            except ValueError:
+                params = {}
+            denial = self.authorizer.decide(principal, service, "us-east-1" if service in ("iam",) else region, operation, params, path, method)
+            if denial is not None:
+                status, headers, payload = denial_response(service, denial, json_protocol)
+                self.record(service, operation, region, status, received, principal=principal.arn, denied=denial.check.action)
+                start_response(f"{status} Error", list(headers.items()))
+                return [payload]
+        if service == "sts" and operation == "DecodeAuthorizationMessage":
+            return self.decode_authorization_message(form, region, start_response, received)
 
         if service == "ec2" and operation == "CreateFleet":
             return self.create_fleet(environ, region, form, start_response, received)
@@ -317,6 +342,24 @@ class SandboxAws:
         self.record("ec2", "CreateFleet", region, status_code, received, tags=tags)
         start_response(captured["status"], headers)
         return [chunks]
+
+    def decode_authorization_message(self, form: dict[str, list[str]], region: str, start_response: Callable, received: float) -> Any:
+        """sts:DecodeAuthorizationMessage for the messages this endpoint's EC2 denials carry."""
+        from xml.sax.saxutils import escape
+
+        try:
+            decoded = decode_message(form.get("EncodedMessage", [""])[0])
+            status = 200
+            body = (
+                '<DecodeAuthorizationMessageResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><DecodeAuthorizationMessageResult>'
+                f"<DecodedMessage>{escape(decoded)}</DecodedMessage></DecodeAuthorizationMessageResult><ResponseMetadata><RequestId>{os.urandom(8).hex()}</RequestId></ResponseMetadata></DecodeAuthorizationMessageResponse>"
+            )
+        except ValueError:
+            status = 400
+            body = '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>InvalidAuthorizationMessageException</Code><Message>The message is not one this endpoint encoded</Message></Error></ErrorResponse>'
+        self.record("sts", "DecodeAuthorizationMessage", region, status, received)
+        start_response(f"{status} {'OK' if status == 200 else 'Error'}", [("Content-Type", "text/xml")])
+        return [body.encode()]
 
     def capacity_refusals(self, params: dict[str, str], backend: Any) -> set[tuple[str, str]]:
         """The (type, zone) pairs an active capacity fault refuses among this call's overrides;
@@ -439,6 +482,19 @@ class SandboxAws:
                 elif method == "DELETE":
                     self.faults.clear()
                 return reply(200, {"faults": [vars(f) for f in self.faults]})
+        if path == "/_sandbox/guardrails":
+            # Deny-only policies over every evaluated principal, as an organization's SCPs are.
+            with self.lock:
+                if method == "POST":
+                    self.authorizer.guardrails.append(json.loads(body))
+                elif method == "DELETE":
+                    self.authorizer.guardrails.clear()
+                return reply(200, {"guardrails": self.authorizer.guardrails})
+        if path == "/_sandbox/denials":
+            with self.lock:
+                if method == "DELETE":
+                    self.authorizer.denials.clear()
+                return reply(200, {"denials": list(self.authorizer.denials)})
         if path == "/_sandbox/auth-mode" and method == "POST":
             # Test-only: set a cluster's authentication mode in any direction (EKS itself only
             # moves it forward), so one sandbox can exercise both aws-auth and access entries.
