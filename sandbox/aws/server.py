@@ -43,6 +43,7 @@ from werkzeug.serving import make_server  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from authorizer import Authorizer, decode_message, denial_response  # noqa: E402
 from eks_gaps import EksGaps  # noqa: E402
+from identity import Identities, IdentityError, sts_error  # noqa: E402
 from interruption import InterruptError, Interruptions  # noqa: E402
 from pricing import Pricing, PricingError  # noqa: E402
 
@@ -216,7 +217,7 @@ class Fault:
 class SandboxAws:
     """The WSGI app: control routes, injected faults, gap shims, then moto."""
 
-    def __init__(self, moto_app: Callable, eks: EksGaps, pricing: Pricing, interruptions: Interruptions | None = None):
+    def __init__(self, moto_app: Callable, eks: EksGaps, pricing: Pricing, interruptions: Interruptions | None = None, service_account_key: Path | None = None):
         self.moto_app = moto_app
         self.eks = eks
         self.pricing = pricing
@@ -226,6 +227,7 @@ class SandboxAws:
         self.faults: list[Fault] = []
         self.ready = False
         self.authorizer = Authorizer(ACCOUNT_ID, moto_backend)
+        self.identities = Identities(ACCOUNT_ID, moto_backend, lambda region, cluster: eks._associations(region, cluster), service_account_key)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
         received = time.time()
@@ -239,6 +241,8 @@ class SandboxAws:
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
 
+        if path == "/_sandbox/pod-identity/v1/credentials":
+            return self.pod_identity(environ.get("HTTP_AUTHORIZATION", ""), start_response)
         if path.startswith("/_sandbox/"):
             return self.control(method, path, body, start_response)
 
@@ -249,6 +253,16 @@ class SandboxAws:
         if not form and query and "Action=" in query:
             form = parse_qs(query)
         operation = operation_name(service, method, path, target, form)
+        if operation == "AssumeRoleWithWebIdentity":
+            # Unsigned, as the SDKs send it: the token is the credential.
+            service = "sts"
+            try:
+                self.identities.check_web_identity(form.get("RoleArn", [""])[0], form.get("WebIdentityToken", [""])[0])
+            except IdentityError as e:
+                status, headers, payload = sts_error(e)
+                self.record("sts", operation, region, status, received, denied="sts:AssumeRoleWithWebIdentity")
+                start_response(f"{status} Error", list(headers.items()))
+                return [payload]
 
         principal = self.authorizer.principal(environ.get("HTTP_AUTHORIZATION", ""))
         if principal is not None:
@@ -342,6 +356,17 @@ class SandboxAws:
         self.record("ec2", "CreateFleet", region, status_code, received, tags=tags)
         start_response(captured["status"], headers)
         return [chunks]
+
+    def pod_identity(self, token: str, start_response: Callable) -> Any:
+        """The EKS Pod Identity agent's credentials endpoint (identity.py)."""
+        try:
+            creds = self.identities.pod_identity_credentials(token)
+            status, doc = 200, creds
+        except IdentityError as e:
+            status, doc = e.status, {"code": e.code, "message": e.message}
+        self.record("eks-auth", "AssumeRoleForPodIdentity", "", status)
+        start_response(f"{status} {'OK' if status == 200 else 'Error'}", [("Content-Type", "application/json")])
+        return [json.dumps(doc).encode()]
 
     def decode_authorization_message(self, form: dict[str, list[str]], region: str, start_response: Callable, received: float) -> Any:
         """sts:DecodeAuthorizationMessage for the messages this endpoint's EC2 denials carry."""
@@ -528,6 +553,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--seed", type=Path, required=True, help="JSON: the EKS-shaped account to create")
     parser.add_argument("--data", type=Path, required=True, help="directory with instance-types.json and prices")
+    parser.add_argument("--service-account-key", type=Path, help="the cluster's service-account public key (PEM): web identity tokens are checked against it")
     args = parser.parse_args()
     seed_config = json.loads(args.seed.read_text())
 
@@ -538,7 +564,7 @@ def main() -> int:
 
     eks = EksGaps(ACCOUNT_ID, cluster_exists, seed_config.get("auth_mode", "API_AND_CONFIG_MAP"))
     pricing = Pricing(args.data / "ondemand-prices-us-east-1.json", args.data / "instance-types.json")
-    app = SandboxAws(DomainDispatcherApplication(create_backend_app), eks, pricing)
+    app = SandboxAws(DomainDispatcherApplication(create_backend_app), eks, pricing, service_account_key=args.service_account_key)
     server = make_server("127.0.0.1", args.port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
