@@ -374,7 +374,7 @@ class Authorizer:
         action = f"iam:{operation}"
         iam = self.backend("iam", "global")
         request_tags = query_tags(params, "Tags.member")
-        if operation.startswith("List") and operation not in ("ListRolePolicies", "ListAttachedRolePolicies", "ListInstanceProfilesForRole", "ListRoleTags", "ListInstanceProfileTags", "ListPolicyVersions", "ListOpenIDConnectProviderTags", "ListPolicyTags"):
+        if operation.startswith("List") and operation not in ("ListRolePolicies", "ListAttachedRolePolicies", "ListInstanceProfilesForRole", "ListRoleTags", "ListInstanceProfileTags", "ListPolicyVersions", "ListOpenIDConnectProviderTags", "ListPolicyTags", "ListEntitiesForPolicy", "ListAttachedUserPolicies", "ListAttachedGroupPolicies", "ListUserPolicies", "ListGroupPolicies"):
             return [Check(action, "*")]
         if "InstanceProfileName" in params:
             name = params["InstanceProfileName"]
@@ -408,6 +408,9 @@ class Authorizer:
             if "PolicyArn" in params:
                 ctx["iam:PolicyARN"] = params["PolicyArn"]
             return [Check(action, arn, ctx)]
+        if operation in ("AttachUserPolicy", "DetachUserPolicy", "AttachGroupPolicy", "DetachGroupPolicy"):
+            kind, key = ("user", "UserName") if "User" in operation else ("group", "GroupName")
+            return [Check(action, f"arn:aws:iam::{self.account}:{kind}/{params.get(key, '')}", {"iam:PolicyARN": params.get("PolicyArn", "")})]
         if operation == "CreatePolicy":
             return [Check(action, f"arn:aws:iam::{self.account}:policy{params.get('Path', '/')}{params.get('PolicyName', '')}", request_tag_context(request_tags))]
         if "PolicyArn" in params:
@@ -424,8 +427,10 @@ class Authorizer:
         if operation == "CreateOpenIDConnectProvider":
             url = params.get("Url", "").removeprefix("https://")
             return [Check(action, f"arn:aws:iam::{self.account}:oidc-provider/{url}", request_tag_context(request_tags))]
-        if "UserName" in params:
-            return [Check(action, f"arn:aws:iam::{self.account}:user/{params['UserName']}")]
+        for key, kind in (("UserName", "user"), ("GroupName", "group")):
+            if key in params:
+                ctx = {"iam:PolicyARN": params["PolicyArn"]} if "PolicyArn" in params else {}
+                return [Check(action, f"arn:aws:iam::{self.account}:{kind}/{params[key]}", ctx)]
         return None
 
     # SQS, SSM, EventBridge, EKS, STS --------------------------------------------------------
@@ -463,6 +468,8 @@ class Authorizer:
         return checks
 
     def events_checks(self, region: str, operation: str, params: dict[str, Any], path: str, method: str) -> list[Check] | None:
+        if params.get("ResourceARN"):
+            return [Check(f"events:{operation}", params["ResourceARN"], request_tag_context({t["Key"]: t["Value"] for t in params.get("Tags") or []}) if operation == "TagResource" else {})]
         name = params.get("Name") or params.get("Rule")
         if operation.startswith("List") and not name:
             return [Check(f"events:{operation}", "*")]
@@ -476,6 +483,9 @@ class Authorizer:
     def eks_checks(self, region: str, operation: str, params: dict[str, Any], path: str, method: str) -> list[Check] | None:
         parts = [unquote(p) for p in path.strip("/").split("/")]
         action = f"eks:{operation}"
+        if len(parts) >= 2 and parts[0] == "tags":
+            arn = unquote("/".join(path.strip("/").split("/")[1:]))
+            return [Check(action, arn, request_tag_context(dict(params.get("tags") or {})) if operation == "TagResource" else {})]
         if len(parts) < 2 or parts[0] != "clusters":
             return [Check(action, "*")]
         cluster = parts[1]
@@ -483,7 +493,10 @@ class Authorizer:
         if len(parts) >= 4 and parts[2] == "access-entries":
             return [Check(action, f"arn:aws:eks:{region}:{self.account}:access-entry/{cluster}/*", {"eks:principalArn": parts[3]})]
         if len(parts) >= 4 and parts[2] == "pod-identity-associations":
-            return [Check(action, f"arn:aws:eks:{region}:{self.account}:podidentityassociation/{cluster}/{parts[3]}")]
+            checks = [Check(action, f"arn:aws:eks:{region}:{self.account}:podidentityassociation/{cluster}/{parts[3]}")]
+            if operation == "UpdatePodIdentityAssociation" and params.get("roleArn"):
+                checks.append(Check("iam:PassRole", params["roleArn"], {"iam:PassedToService": "pods.eks.amazonaws.com"}))
+            return checks
         if len(parts) >= 4 and parts[2] == "addons":
             return [Check(action, f"arn:aws:eks:{region}:{self.account}:addon/{cluster}/{parts[3]}/*")]
         checks = [Check(action, cluster_arn)]
