@@ -61,7 +61,7 @@ def account(endpoint):
     iam.create_role(RoleName=CONTROLLER_ROLE, AssumeRolePolicyDocument=json.dumps(trust))
     sqs = client(url, "sqs")
     queue_url = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
-    values = {"partition": "aws", "region": REGION, "account": ACCOUNT_ID, "cluster": CLUSTER, "node_role_arn": node_role["Arn"], "queue_arn": f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{QUEUE}"}
+    values = {"partition": "aws", "region": REGION, "account": ACCOUNT_ID, "cluster": CLUSTER, "node_role_arn": node_role["Arn"], "queue_arn": f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{QUEUE}", "ec2_principal": "ec2.amazonaws.com"}
     for name in ("node-lifecycle", "iam-integration", "eks-integration", "interruption", "resource-discovery"):
         arn = iam.create_policy(PolicyName=f"KarpenterController-{name}-{CLUSTER}", PolicyDocument=json.dumps(render(f"{name}.json.hbs", **values)))["Policy"]["Arn"]
         iam.attach_role_policy(RoleName=CONTROLLER_ROLE, PolicyArn=arn)

@@ -623,6 +623,7 @@ fn controller_policies(sb: &Sandbox, node_role_arn: &str) -> Vec<(&'static str, 
             .replace("{{account}}", "123456789012")
             .replace("{{cluster}}", sb.cluster())
             .replace("{{node_role_arn}}", node_role_arn)
+            .replace("{{ec2_principal}}", "ec2.amazonaws.com")
             .replace(
                 "{{queue_arn}}",
                 &format!(
