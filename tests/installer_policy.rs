@@ -1,7 +1,8 @@
 //! karpctl's own footprint: a principal holding only the policy `karpctl init
 //! --print-installer-policy` prints runs init and uninstall against the sandbox, whose AWS
-//! endpoint evaluates every call it signs; with one permission less, init fails at the step
-//! that needs it and says which permission is missing; given it back, a re-run converges.
+//! endpoint evaluates every call it signs; with one permission less (`events:PutTargets`),
+//! init fails at the step that needs it and says which permission is missing; given it back,
+//! a re-run converges.
 
 mod support;
 
@@ -65,11 +66,11 @@ async fn the_documented_installer_policy_is_enough_for_init_and_uninstall_and_on
     let policy: Value = serde_json::from_str(&printed).expect("the policy is one JSON document");
     let (user, key, secret) = installer(sb, &policy).await;
 
-    // One permission less: the queue's attributes (its policy for EventBridge) cannot be set.
+    // One permission less: the rules cannot target the queue.
     set_policy(
         sb,
         &user,
-        &without(&policy, "InterruptionQueue", "sqs:SetQueueAttributes"),
+        &without(&policy, "InterruptionRules", "events:PutTargets"),
     )
     .await;
     let out = sb.karpctl_as(&key, &secret, &["init", "--cluster", &cluster, "--yes"]);
@@ -81,8 +82,8 @@ async fn the_documented_installer_policy_is_enough_for_init_and_uninstall_and_on
         text(&out.stdout)
     );
     assert!(
-        stderr.contains("sqs-queue Karpenter-sandbox")
-            && stderr.contains("sqs:SetQueueAttributes")
+        stderr.contains("eventbridge-rule Karpenter-sandbox-")
+            && stderr.contains("events:PutTargets")
             && stderr.contains(&format!("user/{user}")),
         "{stderr}"
     );

@@ -452,9 +452,14 @@ class Authorizer:
             policy = json.loads(queue.policy) if queue.policy else None
         except Exception:
             pass
+        tags = dict(params.get("tags") or params.get("Tags") or {})
         if operation in ("CreateQueue", "TagQueue"):
-            ctx.update(request_tag_context(dict(params.get("tags") or params.get("Tags") or {})))
-        return [Check(action, arn, ctx, policy)]
+            ctx.update(request_tag_context(tags))
+        checks = [Check(action, arn, ctx, policy)]
+        if operation == "CreateQueue" and tags:
+            # SQS documents it: tagging a queue on creation needs sqs:TagQueue as well.
+            checks.append(Check("sqs:TagQueue", arn, ctx, policy))
+        return checks
 
     def ssm_checks(self, region: str, operation: str, params: dict[str, Any], path: str, method: str) -> list[Check] | None:
         names = params.get("Names") or ([params["Name"]] if params.get("Name") else [])

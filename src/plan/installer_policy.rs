@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use super::init::INTERRUPTION_EVENTS;
+use super::init::{DISCOVERY_OWNER_TAG, DISCOVERY_TAG, INTERRUPTION_EVENTS};
 use super::names;
 
 /// What the policy is scoped to.
@@ -161,6 +161,12 @@ pub fn installer_policy(scope: &InstallerScope) -> Value {
                 "Condition": {"StringEquals": {"iam:PassedToService": "pods.eks.amazonaws.com"}}
             },
             {
+                "Sid": "ChooseTheNodesEcrPolicy",
+                "Effect": "Allow",
+                "Action": "iam:GetPolicy",
+                "Resource": format!("arn:{p}:iam::aws:policy/AmazonEC2ContainerRegistry*")
+            },
+            {
                 "Sid": "ControllerPolicies",
                 "Effect": "Allow",
                 "Action": [
@@ -249,7 +255,7 @@ pub fn installer_policy(scope: &InstallerScope) -> Value {
                     format!("arn:{p}:ec2:{r}:{a}:subnet/*"),
                     format!("arn:{p}:ec2:{r}:{a}:security-group/*")
                 ],
-                "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": ["karpenter.sh/discovery"]}}
+                "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": [DISCOVERY_TAG, DISCOVERY_OWNER_TAG]}}
             }
         ]
     })
