@@ -34,18 +34,16 @@ async fn init_stops_at_resources_that_are_not_karpctls_and_adopt_takes_them_over
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for name in [
-        &format!("iam-role {NODE_ROLE}"),
-        &format!("sqs-queue Karpenter-{cluster}"),
-        "--adopt",
+        format!("iam-role {NODE_ROLE}"),
+        format!("sqs-queue Karpenter-{cluster}"),
+        "--adopt".to_owned(),
     ] {
-        assert!(stderr.contains(name.as_str()), "{name} missing: {stderr}");
+        assert!(stderr.contains(&name), "{name} missing: {stderr}");
     }
     let writes: Vec<_> = sb.aws_calls().await[before..]
         .iter()
         .filter(|c| c["mutating"] == true && c["service"] != "eks-auth")
-        .filter(|c| {
-            ["iam", "sqs", "events", "eks"].contains(&c["service"].as_str().unwrap_or(""))
-        })
+        .filter(|c| ["iam", "sqs", "events", "eks"].contains(&c["service"].as_str().unwrap_or("")))
         .map(|c| c["operation"].as_str().unwrap_or("").to_owned())
         .collect();
     assert_eq!(writes, Vec::<String>::new(), "init changed something");
@@ -61,7 +59,13 @@ async fn init_stops_at_resources_that_are_not_karpctls_and_adopt_takes_them_over
     let out = sb.karpctl(&["init", "--cluster", &cluster, "--adopt", "--yes"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // Adopted: from now on they are karpctl's, and a plain re-run converges.
-    let out = sb.karpctl(&["init", "--cluster", &cluster, "--plan", "--detailed-exitcode"]);
+    let out = sb.karpctl(&[
+        "init",
+        "--cluster",
+        &cluster,
+        "--plan",
+        "--detailed-exitcode",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let out = sb.karpctl(&["uninstall", "--cluster", &cluster, "--yes"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

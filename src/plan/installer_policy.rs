@@ -56,6 +56,19 @@ pub fn installer_policy(scope: &InstallerScope) -> Value {
             format!("arn:{p}:iam::{a}:policy/{name}")
         })
         .collect();
+    // The five names differ only in their part unless `fit` had to shorten them: then one
+    // pattern names exactly them (and keeps the document under IAM's size limit).
+    let untruncated = CONTROLLER_POLICY_PARTS
+        .iter()
+        .zip(&policies)
+        .all(|(part, arn)| arn.ends_with(&format!(":policy/KarpenterController{part}Policy-{c}")));
+    let policy_refs: Vec<String> = if untruncated {
+        vec![format!(
+            "arn:{p}:iam::{a}:policy/KarpenterController*Policy-{c}"
+        )]
+    } else {
+        policies
+    };
     let queue = format!(
         "arn:{p}:sqs:{r}:{a}:{}",
         names::fit("Karpenter-", c, "", names::QUEUE)
@@ -68,7 +81,7 @@ pub fn installer_policy(scope: &InstallerScope) -> Value {
         })
         .collect();
     let eks = |rest: &str| format!("arn:{p}:eks:{r}:{a}:{rest}");
-    let mut attachable = policies.clone();
+    let mut attachable = policy_refs.clone();
     attachable.extend(
         [
             "AmazonEKSWorkerNodePolicy",
@@ -151,7 +164,7 @@ pub fn installer_policy(scope: &InstallerScope) -> Value {
                 "Effect": "Allow",
                 "Action": "iam:AttachRolePolicy",
                 "Resource": [node_role, controller_role],
-                "Condition": {"ArnEquals": {"iam:PolicyARN": attachable}}
+                "Condition": {"ArnLike": {"iam:PolicyARN": attachable}}
             },
             {
                 "Sid": "PassControllerRole",
@@ -181,7 +194,7 @@ pub fn installer_policy(scope: &InstallerScope) -> Value {
                     "iam:ListPolicyTags",
                     "iam:ListEntitiesForPolicy"
                 ],
-                "Resource": policies
+                "Resource": policy_refs
             },
             {
                 "Sid": "UninstallDetachPolicies",
@@ -192,7 +205,7 @@ pub fn installer_policy(scope: &InstallerScope) -> Value {
                     format!("arn:{p}:iam::{a}:user/*"),
                     format!("arn:{p}:iam::{a}:group/*")
                 ],
-                "Condition": {"ArnEquals": {"iam:PolicyARN": policies}}
+                "Condition": {"ArnLike": {"iam:PolicyARN": policy_refs}}
             },
             {
                 "Sid": "UninstallInstanceProfiles",
@@ -281,7 +294,7 @@ mod tests {
         for name in [
             "role/KarpenterNodeRole-sandbox",
             "role/KarpenterControllerRole-sandbox",
-            "policy/KarpenterControllerNodeLifecyclePolicy-sandbox",
+            "policy/KarpenterController*Policy-sandbox",
             "sqs:us-west-2:123456789012:Karpenter-sandbox",
             "rule/Karpenter-sandbox-SpotInterruption",
             "cluster/sandbox",
