@@ -443,7 +443,7 @@ def start_components(args: argparse.Namespace, pki: Path) -> None:
     }
     (STATE / "seed.json").write_text(json.dumps(seed, indent=2))
     data = ROOT / "controller" / "cloud" / "data"
-    start("aws", [sys.executable, str(SANDBOX / "aws" / "server.py"), f"--port={port('aws')}", f"--seed={STATE / 'seed.json'}", f"--data={data}"],
+    start("aws", [sys.executable, str(SANDBOX / "aws" / "server.py"), f"--port={port('aws')}", f"--seed={STATE / 'seed.json'}", f"--data={data}", f"--service-account-key={STATE / 'pki' / 'sa.pub'}"],
           env={"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"})
     wait_for("the AWS endpoint", "aws", lambda: http_ok(f"http://127.0.0.1:{port('aws')}/_sandbox/health"), 120)
 
@@ -724,6 +724,41 @@ def start_clean(name: str, args: list[str], env: dict[str, str], extra: dict[str
     return rec
 
 
+def controller_aws_env(namespace: str, service_account: str) -> tuple[dict[str, str], str]:
+    """The AWS part of the controller's env, as EKS's webhooks inject it: IRSA when the
+    ServiceAccount has the `eks.amazonaws.com/role-arn` annotation (a web identity token
+    with audience sts.amazonaws.com, exchanged through AssumeRoleWithWebIdentity), else EKS
+    Pod Identity when an association names it (a token with audience pods.eks.amazonaws.com,
+    exchanged at the AWS endpoint's Pod Identity agent route). Either way the controller runs
+    as the role, and the endpoint's authorizer decides each call against its policies.
+    Without either it gets the account admin's test keys, and says so."""
+    base = {k: v for k, v in env_vars().items() if k.startswith("AWS_") and k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    tokens = controller_dir() / "tokens"
+    tokens.mkdir(parents=True, exist_ok=True)
+    sa = json.loads(kubectl("-n", namespace, "get", "serviceaccount", service_account, "-o", "json").stdout)
+    role_arn = (sa.get("metadata", {}).get("annotations") or {}).get("eks.amazonaws.com/role-arn")
+    if role_arn:
+        path = tokens / "irsa-token"
+        path.write_text(kubectl("-n", namespace, "create", "token", service_account, "--audience=sts.amazonaws.com", f"--duration={CONTROLLER_TOKEN_SECONDS}s").stdout.strip())
+        return {**base, "AWS_ROLE_ARN": role_arn, "AWS_WEB_IDENTITY_TOKEN_FILE": str(path), "AWS_ROLE_SESSION_NAME": f"{service_account}-sandbox", "AWS_STS_REGIONAL_ENDPOINTS": "regional"}, f"IRSA role {role_arn}"
+    associations = pod_identity_associations(namespace, service_account)
+    if associations:
+        path = tokens / "eks-pod-identity-token"
+        path.write_text(kubectl("-n", namespace, "create", "token", service_account, "--audience=pods.eks.amazonaws.com", f"--duration={CONTROLLER_TOKEN_SECONDS}s").stdout.strip())
+        return {**base, "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"http://127.0.0.1:{port('aws')}/_sandbox/pod-identity/v1/credentials", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(path)}, f"EKS Pod Identity ({associations[0]})"
+    say(f"ServiceAccount {namespace}/{service_account} has neither an IRSA annotation nor a Pod Identity association: the controller gets the account admin's test keys")
+    return {k: v for k, v in env_vars().items() if k.startswith("AWS_")}, "the account admin's test keys"
+
+
+def pod_identity_associations(namespace: str, service_account: str) -> list[str]:
+    import boto3
+
+    env = env_vars()
+    eks = boto3.client("eks", region_name=REGION, endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="testing", aws_secret_access_key="testing")
+    found = eks.list_pod_identity_associations(clusterName=CLUSTER, namespace=namespace, serviceAccount=service_account).get("associations", [])
+    return [a["associationArn"] for a in found]
+
+
 def lease_holder(namespace: str, lease: str) -> str | None:
     out = kubectl("-n", namespace, "get", "lease", lease, "-o", "json", check=False)
     if out.returncode != 0:
@@ -761,7 +796,7 @@ def cmd_controller_start(args: argparse.Namespace) -> int:
     write_token_kubeconfig(kubeconfig, args.namespace, service_account)
     home = controller_dir() / "home"
     home.mkdir(parents=True, exist_ok=True)
-    aws = {k: v for k, v in env_vars().items() if k.startswith("AWS_")}
+    aws, identity = controller_aws_env(args.namespace, service_account)
 
     ports = free_ports(2 * args.replicas, set())
     started = []
@@ -787,7 +822,7 @@ def cmd_controller_start(args: argparse.Namespace) -> int:
         started.append((name, rec))
     for name, rec in started:
         wait_for(f"controller replica {rec['replica']} ({rec['pod_name']})", name, lambda: http_ok(f"http://127.0.0.1:{rec['health_port']}/healthz"), 60)
-    say(f"started {len(started)} controller replica(s) as ServiceAccount {args.namespace}/{service_account}; `sandbox/sandbox controller status` shows the leader")
+    say(f"started {len(started)} controller replica(s) as ServiceAccount {args.namespace}/{service_account} with {identity}; `sandbox/sandbox controller status` shows the leader")
     for name, rec in started:
         print(f"{rec['pod_name']}  pid {rec['pid']}  metrics http://127.0.0.1:{rec['metrics_port']}/metrics  probes http://127.0.0.1:{rec['health_port']}/healthz  log {rec['log']}")
     return 0

@@ -172,6 +172,14 @@ pub struct InitArgs {
     /// The default NodePool's CPU limit, in cores (default: 1000).
     #[arg(long = "cpu-limit")]
     pub cpu_limit: Option<String>,
+    /// Print the IAM policy that whoever runs init and uninstall for this cluster needs
+    /// (docs/iam.md), and change nothing.
+    #[arg(long = "print-installer-policy")]
+    pub print_installer_policy: bool,
+    /// Take over IAM roles, policies, the interruption queue and rules that already exist
+    /// with init's names but are not karpctl's (the plan names each); without it init stops.
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 /// `karpctl uninstall`'s flags.

@@ -169,6 +169,7 @@ impl SetupFile {
             service_account: self.service_account.clone(),
             controller: self.controller.clone(),
             node_pools: self.node_pools.clone(),
+            adopt: false,
         }
     }
 

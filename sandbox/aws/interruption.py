@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import copy
 import datetime
-import fnmatch
 import json
 import threading
 import uuid
 from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Any, Callable
+
+from iam_policy import Decision, Request, evaluate
 
 SPOT_WARNING = "EC2 Spot Instance Interruption Warning"
 REBALANCE = "EC2 Instance Rebalance Recommendation"
@@ -164,61 +165,20 @@ def warning_event(kind: str, region: str, account: str, instance_id: str, at: da
 
 # Delivery ----------------------------------------------------------------------------------
 
-# What EventBridge's requests to a target look like to the target's resource policy.
-STRING_CONDITIONS = {
-    "StringEquals": lambda have, want: have == want,
-    "StringLike": lambda have, want: fnmatch.fnmatchcase(have, want),
-    "ArnEquals": lambda have, want: have == want,
-    "ArnLike": lambda have, want: fnmatch.fnmatchcase(have, want),
-    "Bool": lambda have, want: have.lower() == str(want).lower(),
-}
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def statement_applies(statement: dict[str, Any], queue_arn: str, context: dict[str, str]) -> bool:
-    """Whether one policy statement covers EventBridge's sqs:SendMessage to the queue.
-    NotPrincipal/NotAction/NotResource and condition operators or keys not listed above
-    make the statement not apply (an Allow then grants nothing)."""
-    if any(k in statement for k in ("NotPrincipal", "NotAction", "NotResource")):
-        return False
-    principal = statement.get("Principal")
-    if principal != "*":
-        if not isinstance(principal, dict):
-            return False
-        services = as_list(principal.get("Service", []))
-        if "events.amazonaws.com" not in services and "*" not in as_list(principal.get("AWS", [])):
-            return False
-    if not any(fnmatch.fnmatchcase("sqs:sendmessage", a.lower()) for a in as_list(statement.get("Action", []))):
-        return False
-    if not any(fnmatch.fnmatchcase(queue_arn, r) for r in as_list(statement.get("Resource", []))):
-        return False
-    for operator, tests in (statement.get("Condition") or {}).items():
-        check = STRING_CONDITIONS.get(operator)
-        if check is None or not isinstance(tests, dict):
-            return False
-        for key, wanted in tests.items():
-            have = context.get(key.lower())
-            if have is None or not any(check(have, w) for w in as_list(wanted)):
-                return False
-    return True
-
-
 def queue_policy_allows(policy: str | None, queue_arn: str, rule_arn: str, account: str) -> tuple[bool, str]:
-    """Whether the queue's resource policy lets this rule's EventBridge deliveries in; an
-    explicit Deny wins. EventBridge sends over TLS, as the rule's service principal."""
+    """Whether the queue's resource policy lets this rule's EventBridge deliveries in, decided
+    as IAM decides it (iam_policy.py): EventBridge sends over TLS, as the service principal
+    `events.amazonaws.com`, with the rule as `aws:SourceArn` and its account as
+    `aws:SourceAccount`."""
     if not policy:
         return False, "the queue has no policy letting events.amazonaws.com send to it"
-    context = {"aws:securetransport": "true", "aws:sourcearn": rule_arn, "aws:sourceaccount": account}
-    statements = as_list(json.loads(policy).get("Statement", []))
-    applying = [s for s in statements if statement_applies(s, queue_arn, context)]
-    if any(s.get("Effect") == "Deny" for s in applying):
+    request = Request("sqs:SendMessage", queue_arn, {"aws:SecureTransport": "true", "aws:SourceArn": rule_arn, "aws:SourceAccount": account}, {"Service": ["events.amazonaws.com"]})
+    outcome = evaluate([], request, [json.loads(policy)])
+    if outcome.decision is Decision.EXPLICIT_DENY:
         return False, "the queue policy denies events.amazonaws.com sqs:SendMessage"
-    if any(s.get("Effect") == "Allow" for s in applying):
+    if outcome.allowed:
         return True, ""
-    return False, "the queue policy does not allow events.amazonaws.com sqs:SendMessage"
+    return False, f"the queue policy does not allow events.amazonaws.com sqs:SendMessage for {rule_arn}"
 
 
 def plain_sqs_target(target: dict[str, Any]) -> bool:

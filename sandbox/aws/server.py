@@ -41,7 +41,9 @@ from moto.server import DomainDispatcherApplication, create_backend_app  # noqa:
 from werkzeug.serving import make_server  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from authorizer import Authorizer, decode_message, denial_response  # noqa: E402
 from eks_gaps import EksGaps  # noqa: E402
+from identity import Identities, IdentityError, sts_error  # noqa: E402
 from interruption import InterruptError, Interruptions  # noqa: E402
 from pricing import Pricing, PricingError  # noqa: E402
 
@@ -171,6 +173,13 @@ def fleet_instance_tags(form: dict[str, list[str]]) -> dict[str, str]:
     return tags
 
 
+def moto_backend(service: str, region: str) -> Any:
+    """moto's backend of one service: IAM and STS are global (keyed by partition)."""
+    from moto.backends import get_backend
+
+    return get_backend(service)[ACCOUNT_ID]["aws" if region == "global" else region]
+
+
 def is_mutating(operation: str) -> bool:
     return not operation.startswith(READ_PREFIXES) and not operation.startswith(("GET ", "HEAD "))
 
@@ -208,7 +217,7 @@ class Fault:
 class SandboxAws:
     """The WSGI app: control routes, injected faults, gap shims, then moto."""
 
-    def __init__(self, moto_app: Callable, eks: EksGaps, pricing: Pricing, interruptions: Interruptions | None = None):
+    def __init__(self, moto_app: Callable, eks: EksGaps, pricing: Pricing, interruptions: Interruptions | None = None, service_account_key: Path | None = None):
         self.moto_app = moto_app
         self.eks = eks
         self.pricing = pricing
@@ -217,6 +226,8 @@ class SandboxAws:
         self.calls: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self.ready = False
+        self.authorizer = Authorizer(ACCOUNT_ID, moto_backend)
+        self.identities = Identities(ACCOUNT_ID, moto_backend, lambda region, cluster: eks._associations(region, cluster), service_account_key)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
         received = time.time()
@@ -230,6 +241,8 @@ class SandboxAws:
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
 
+        if path == "/_sandbox/pod-identity/v1/credentials":
+            return self.pod_identity(environ.get("HTTP_AUTHORIZATION", ""), start_response)
         if path.startswith("/_sandbox/"):
             return self.control(method, path, body, start_response)
 
@@ -240,6 +253,32 @@ class SandboxAws:
         if not form and query and "Action=" in query:
             form = parse_qs(query)
         operation = operation_name(service, method, path, target, form)
+        if operation == "AssumeRoleWithWebIdentity":
+            # Unsigned, as the SDKs send it: the token is the credential.
+            service = "sts"
+            try:
+                self.identities.check_web_identity(form.get("RoleArn", [""])[0], form.get("WebIdentityToken", [""])[0])
+            except IdentityError as e:
+                status, headers, payload = sts_error(e)
+                self.record("sts", operation, region, status, received, denied="sts:AssumeRoleWithWebIdentity")
+                start_response(f"{status} Error", list(headers.items()))
+                return [payload]
+
+        principal = self.authorizer.principal(environ.get("HTTP_AUTHORIZATION", ""))
+        if principal is not None:
+            json_protocol = bool(target) or service == "eks"
+            try:
+                params = json.loads(body or b"{}") if json_protocol else {k: v[0] for k, v in form.items()}
+            except ValueError:
+                params = {}
+            denial = self.authorizer.decide(principal, service, "us-east-1" if service in ("iam",) else region, operation, params, path, method)
+            if denial is not None:
+                status, headers, payload = denial_response(service, denial, json_protocol)
+                self.record(service, operation, region, status, received, principal=principal.arn, denied=denial.check.action)
+                start_response(f"{status} Error", list(headers.items()))
+                return [payload]
+        if service == "sts" and operation == "DecodeAuthorizationMessage":
+            return self.decode_authorization_message(form, region, start_response, received)
 
         if service == "ec2" and operation == "CreateFleet":
             return self.create_fleet(environ, region, form, start_response, received)
@@ -317,6 +356,35 @@ class SandboxAws:
         self.record("ec2", "CreateFleet", region, status_code, received, tags=tags)
         start_response(captured["status"], headers)
         return [chunks]
+
+    def pod_identity(self, token: str, start_response: Callable) -> Any:
+        """The EKS Pod Identity agent's credentials endpoint (identity.py)."""
+        try:
+            creds = self.identities.pod_identity_credentials(token)
+            status, doc = 200, creds
+        except IdentityError as e:
+            status, doc = e.status, {"code": e.code, "message": e.message}
+        self.record("eks-auth", "AssumeRoleForPodIdentity", "", status)
+        start_response(f"{status} {'OK' if status == 200 else 'Error'}", [("Content-Type", "application/json")])
+        return [json.dumps(doc).encode()]
+
+    def decode_authorization_message(self, form: dict[str, list[str]], region: str, start_response: Callable, received: float) -> Any:
+        """sts:DecodeAuthorizationMessage for the messages this endpoint's EC2 denials carry."""
+        from xml.sax.saxutils import escape
+
+        try:
+            decoded = decode_message(form.get("EncodedMessage", [""])[0])
+            status = 200
+            body = (
+                '<DecodeAuthorizationMessageResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><DecodeAuthorizationMessageResult>'
+                f"<DecodedMessage>{escape(decoded)}</DecodedMessage></DecodeAuthorizationMessageResult><ResponseMetadata><RequestId>{os.urandom(8).hex()}</RequestId></ResponseMetadata></DecodeAuthorizationMessageResponse>"
+            )
+        except ValueError:
+            status = 400
+            body = '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>InvalidAuthorizationMessageException</Code><Message>The message is not one this endpoint encoded</Message></Error></ErrorResponse>'
+        self.record("sts", "DecodeAuthorizationMessage", region, status, received)
+        start_response(f"{status} {'OK' if status == 200 else 'Error'}", [("Content-Type", "text/xml")])
+        return [body.encode()]
 
     def capacity_refusals(self, params: dict[str, str], backend: Any) -> set[tuple[str, str]]:
         """The (type, zone) pairs an active capacity fault refuses among this call's overrides;
@@ -439,6 +507,19 @@ class SandboxAws:
                 elif method == "DELETE":
                     self.faults.clear()
                 return reply(200, {"faults": [vars(f) for f in self.faults]})
+        if path == "/_sandbox/guardrails":
+            # Deny-only policies over every evaluated principal, as an organization's SCPs are.
+            with self.lock:
+                if method == "POST":
+                    self.authorizer.guardrails.append(json.loads(body))
+                elif method == "DELETE":
+                    self.authorizer.guardrails.clear()
+                return reply(200, {"guardrails": self.authorizer.guardrails})
+        if path == "/_sandbox/denials":
+            with self.lock:
+                if method == "DELETE":
+                    self.authorizer.denials.clear()
+                return reply(200, {"denials": list(self.authorizer.denials)})
         if path == "/_sandbox/auth-mode" and method == "POST":
             # Test-only: set a cluster's authentication mode in any direction (EKS itself only
             # moves it forward), so one sandbox can exercise both aws-auth and access entries.
@@ -472,6 +553,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--seed", type=Path, required=True, help="JSON: the EKS-shaped account to create")
     parser.add_argument("--data", type=Path, required=True, help="directory with instance-types.json and prices")
+    parser.add_argument("--service-account-key", type=Path, help="the cluster's service-account public key (PEM): web identity tokens are checked against it")
     args = parser.parse_args()
     seed_config = json.loads(args.seed.read_text())
 
@@ -482,7 +564,7 @@ def main() -> int:
 
     eks = EksGaps(ACCOUNT_ID, cluster_exists, seed_config.get("auth_mode", "API_AND_CONFIG_MAP"))
     pricing = Pricing(args.data / "ondemand-prices-us-east-1.json", args.data / "instance-types.json")
-    app = SandboxAws(DomainDispatcherApplication(create_backend_app), eks, pricing)
+    app = SandboxAws(DomainDispatcherApplication(create_backend_app), eks, pricing, service_account_key=args.service_account_key)
     server = make_server("127.0.0.1", args.port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -4,6 +4,7 @@ its policy, five rules with `{"source", "detail-type"}` patterns targeting it); 
 queue policy means no message, as in AWS; spot's delayed termination really happens and is
 announced by state-change events. The CLI side (`sandbox interrupt`) needs the sandbox up."""
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -283,3 +284,21 @@ def test_the_control_route_answers_with_what_was_sent(aws):
     assert len(call("GET")["published"]) == 2
     assert "no instance" in call("POST", {"region": REGION, "instance": "i-00000000000000000", "kind": "stop"})["error"]
     assert answered["status"].startswith("404")
+
+
+def test_the_hardened_queue_policy_lets_only_this_clusters_rules_deliver(aws):
+    """init's queue policy names its five rules (aws:SourceArn): another rule in the account
+    that targets the queue — a forged interruption — is refused, the cluster's own lands."""
+    rule_arns = [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/Karpenter-{CLUSTER}-{suffix}" for suffix, _, _ in RULES]
+    hardened = copy.deepcopy(QUEUE_POLICY)
+    hardened["Statement"][0]["Condition"] = {"ArnEquals": {"aws:SourceArn": rule_arns}}
+    url = create_queue(aws, policy=hardened)
+    create_rules(aws)
+    aws["events"].put_rule(Name="Forger", EventPattern=json.dumps({"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]}))
+    aws["events"].put_targets(Rule="Forger", Targets=[{"Id": "q", "Arn": QUEUE_ARN}])
+    instance = launch(aws)
+    result = Interruptions(ACCOUNT).interrupt(REGION, instance, "rebalance", None)
+    assert len(drain(aws, url)) == 1
+    by_rule = {d["rule"]: d for d in result["events"][0]["deliveries"]}
+    assert by_rule[f"Karpenter-{CLUSTER}-Rebalance"]["delivered"]
+    assert not by_rule["Forger"]["delivered"] and "rule/Forger" in by_rule["Forger"]["reason"]

@@ -31,6 +31,20 @@ impl Aws {
         Ok(out)
     }
 
+    /// The caller's account and partition (sts:GetCallerIdentity needs no permission).
+    pub async fn caller_account(&self) -> Result<(String, String)> {
+        let identity = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("sts:GetCallerIdentity", e))?;
+        Ok((
+            identity.account().unwrap_or_default().to_string(),
+            partition(&self.region).to_string(),
+        ))
+    }
+
     pub async fn discover(&self, name: &str) -> Result<Cluster> {
         let identity = self
             .sts

@@ -60,6 +60,19 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
     let aws = Aws::connect(setup.profile.as_deref(), setup.region.as_deref())
         .await
         .context("resolving AWS configuration")?;
+    if args.print_installer_policy {
+        let (account, partition) = aws.caller_account().await.context("finding the account")?;
+        let policy = crate::plan::installer_policy::installer_policy(
+            &crate::plan::installer_policy::InstallerScope {
+                partition,
+                region: aws.region.clone(),
+                account,
+                cluster: setup.cluster.clone(),
+            },
+        );
+        println!("{}", serde_json::to_string_pretty(&policy)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     printer.progress(format!(
         "Discovering EKS cluster {} in {}...",
         setup.cluster, aws.region
@@ -82,7 +95,8 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
             "s"
         }
     ));
-    let options = setup.options();
+    let mut options = setup.options();
+    options.adopt = args.adopt;
     let desired = Desired::new(cluster, &options)?;
     printer.progress(format!(
         "Controller identity: {}{} for {}/{}.",

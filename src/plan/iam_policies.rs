@@ -45,6 +45,19 @@ pub struct Scope {
     pub cluster: String,
     pub queue_arn: String,
     pub node_role_arn: String,
+    /// EC2's service principal in this partition (`ec2.amazonaws.com.cn` in China).
+    pub ec2_principal: String,
+}
+
+/// A service's principal in a partition: AWS names services by the partition's DNS suffix.
+pub fn service_principal(partition: &str, service: &str) -> String {
+    let suffix = match partition {
+        "aws-cn" => "amazonaws.com.cn",
+        "aws-iso" => "c2s.ic.gov",
+        "aws-iso-b" => "sc2s.sgov.gov",
+        _ => "amazonaws.com",
+    };
+    format!("{service}.{suffix}")
 }
 
 /// One rendered managed policy.
@@ -128,6 +141,33 @@ mod tests {
             cluster: "prod".into(),
             queue_arn: "arn:aws:sqs:eu-west-1:111122223333:Karpenter-prod".into(),
             node_role_arn: "arn:aws:iam::111122223333:role/KarpenterNodeRole-prod".into(),
+            ec2_principal: "ec2.amazonaws.com".into(),
+        }
+    }
+
+    #[test]
+    fn china_and_govcloud_get_their_partition_in_every_arn_and_ec2s_principal() {
+        for (partition, region, ec2) in [
+            ("aws-cn", "cn-north-1", "ec2.amazonaws.com.cn"),
+            ("aws-us-gov", "us-gov-west-1", "ec2.amazonaws.com"),
+        ] {
+            let scope = Scope {
+                partition: partition.into(),
+                region: region.into(),
+                queue_arn: format!("arn:{partition}:sqs:{region}:111122223333:Karpenter-prod"),
+                node_role_arn: format!(
+                    "arn:{partition}:iam::111122223333:role/KarpenterNodeRole-prod"
+                ),
+                ec2_principal: service_principal(partition, "ec2"),
+                ..scope()
+            };
+            let policies = controller_policies(&scope).unwrap();
+            let text: String = policies.iter().map(PolicyDocument::compact).collect();
+            assert!(!text.contains("arn:aws:"), "{partition}: {text}");
+            assert!(
+                text.contains(&format!("\"iam:PassedToService\":\"{ec2}\"")),
+                "{text}"
+            );
         }
     }
 

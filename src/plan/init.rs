@@ -39,6 +39,12 @@ const NODE_POLICIES: &[&str] = &[
 
 pub type Tags = BTreeMap<String, String>;
 
+/// Tags on something karpctl created for `cluster`.
+pub fn owned(tags: &Tags, cluster: &str) -> bool {
+    tags.get(MANAGED_BY_TAG).map(String::as_str) == Some(MANAGED_BY)
+        && tags.get(CLUSTER_TAG).map(String::as_str) == Some(cluster)
+}
+
 /// How the controller gets AWS credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -101,6 +107,9 @@ pub struct Options {
     pub controller: ControllerSettings,
     /// NodePools (each with its EC2NodeClass) to create; upstream's default when not given.
     pub node_pools: Vec<NodePoolSettings>,
+    /// Take over IAM roles, policies, the queue and rules that have init's names but not
+    /// karpctl's tags (`--adopt`); without it init stops and names them.
+    pub adopt: bool,
 }
 
 impl Default for Options {
@@ -111,6 +120,7 @@ impl Default for Options {
             service_account: "karpenter".into(),
             controller: ControllerSettings::default(),
             node_pools: vec![NodePoolSettings::default()],
+            adopt: false,
         }
     }
 }
@@ -127,6 +137,20 @@ pub enum PlanError {
     AwsAuth(#[from] AwsAuthError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error("{field} {value:?} is not valid: {rule}")]
+    InvalidSetting {
+        field: &'static str,
+        value: String,
+        rule: &'static str,
+    },
+    #[error(
+        "these exist with the names init uses but without karpctl's tags (karpctl.sh/managed-by=karpctl, karpctl.sh/cluster={cluster}), so they are not karpctl's: {}; init stops rather than rewrite them (e.g. what upstream's getting-started template created). Remove them, or pass --adopt to let karpctl take them over (uninstall then deletes them too)",
+        .resources.join(", ")
+    )]
+    NotOurs {
+        cluster: String,
+        resources: Vec<String>,
+    },
     #[error(
         "{kind} {id} exists and is not karpctl's (managed by {manager}); karpctl will not take it over. Remove it (e.g. `helm uninstall` if Helm installed Karpenter) or choose another --namespace, then run init again"
     )]
@@ -157,6 +181,8 @@ pub struct RuleSpec {
 /// Everything init's AWS side should leave behind, derived from the cluster and options.
 #[derive(Debug, Clone)]
 pub struct Desired {
+    /// Whether existing resources that are not karpctl's are taken over (`--adopt`).
+    pub adopt: bool,
     pub cluster: Cluster,
     pub identity: IdentityMode,
     pub namespace: String,
@@ -209,8 +235,92 @@ pub const INTERRUPTION_EVENTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// A DNS-1123 label (a namespace): lower-case alphanumerics and `-`, at most 63.
+fn dns_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-')
+}
+
+/// A DNS-1123 subdomain (a service account name): dot-separated labels, at most 253.
+fn dns_subdomain(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 253 && value.split('.').all(dns_label)
+}
+
+/// An image reference: registry, path, tag and digest characters only (no spaces, quotes,
+/// newlines or YAML flow characters can reach the Deployment template).
+fn image_reference(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 512
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// What reaches the controller's templates is checked first: no setting can inject YAML.
+fn validate(options: &Options) -> Result<(), PlanError> {
+    let invalid =
+        |field: &'static str, value: &str, rule: &'static str| PlanError::InvalidSetting {
+            field,
+            value: value.to_owned(),
+            rule,
+        };
+    if !dns_label(&options.namespace) {
+        return Err(invalid(
+            "namespace",
+            &options.namespace,
+            "a DNS-1123 label (lower-case letters, digits and '-', at most 63 characters)",
+        ));
+    }
+    if !dns_subdomain(&options.service_account) {
+        return Err(invalid(
+            "service account",
+            &options.service_account,
+            "a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253 characters)",
+        ));
+    }
+    let settings = &options.controller;
+    if !image_reference(&settings.image) {
+        return Err(invalid(
+            "image",
+            &settings.image,
+            "an image reference (letters, digits and . _ - / : @ only)",
+        ));
+    }
+    for (field, value) in [
+        ("controller.logLevel", &settings.log_level),
+        (
+            "controller.batchIdleDuration",
+            &settings.batch_idle_duration,
+        ),
+        ("controller.batchMaxDuration", &settings.batch_max_duration),
+        ("controller.launchTtl", &settings.launch_ttl),
+        ("controller.registrationTtl", &settings.registration_ttl),
+        ("controller.cpu", &settings.cpu),
+        ("controller.memory", &settings.memory),
+    ] {
+        if value.is_empty()
+            || !value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        {
+            return Err(invalid(field, value, "letters, digits and '.' only"));
+        }
+    }
+    Ok(())
+}
+
 impl Desired {
     pub fn new(cluster: Cluster, options: &Options) -> Result<Self, PlanError> {
+        validate(options)?;
         let c = &cluster.name;
         let p = &cluster.partition;
         let account = &cluster.account;
@@ -241,18 +351,16 @@ impl Desired {
             name: node_role_name,
             arn: node_role_arn.clone(),
             description: format!("Nodes Karpenter launches for EKS cluster {c} (karpctl)"),
-            trust: service_trust(&["ec2.amazonaws.com"], &["sts:AssumeRole"]),
+            trust: service_trust(
+                &[&iam_policies::service_principal(p, "ec2")],
+                &["sts:AssumeRole"],
+            ),
             policies: node_policies,
         };
 
         let queue_name = names::fit("Karpenter-", c, "", names::QUEUE);
         let queue_arn = format!("arn:{p}:sqs:{region}:{account}:{queue_name}");
-        let queue_attributes = BTreeMap::from([
-            ("MessageRetentionPeriod".to_string(), "300".to_string()),
-            ("SqsManagedSseEnabled".to_string(), "true".to_string()),
-            ("Policy".to_string(), queue_policy(&queue_arn).to_string()),
-        ]);
-        let rules = INTERRUPTION_EVENTS
+        let rules: Vec<RuleSpec> = INTERRUPTION_EVENTS
             .iter()
             .map(|(suffix, source, detail_type)| RuleSpec {
                 name: names::fit("Karpenter-", c, &format!("-{suffix}"), names::ROLE_OR_RULE),
@@ -260,6 +368,18 @@ impl Desired {
                 pattern: json!({"source": [source], "detail-type": [detail_type]}),
             })
             .collect();
+        let rule_arns: Vec<String> = rules
+            .iter()
+            .map(|r| format!("arn:{p}:events:{region}:{account}:rule/{}", r.name))
+            .collect();
+        let queue_attributes = BTreeMap::from([
+            ("MessageRetentionPeriod".to_string(), "300".to_string()),
+            ("SqsManagedSseEnabled".to_string(), "true".to_string()),
+            (
+                "Policy".to_string(),
+                queue_policy(&queue_arn, &rule_arns).to_string(),
+            ),
+        ]);
 
         let scope = Scope {
             partition: p.clone(),
@@ -268,6 +388,7 @@ impl Desired {
             cluster: c.clone(),
             queue_arn: queue_arn.clone(),
             node_role_arn: node_role_arn.clone(),
+            ec2_principal: iam_policies::service_principal(p, "ec2"),
         };
         let policies: Vec<(PolicyDocument, String)> = iam_policies::controller_policies(&scope)?
             .into_iter()
@@ -278,13 +399,26 @@ impl Desired {
             .collect();
 
         let (trust, oidc_provider_arn) = match identity {
-            IdentityMode::PodIdentity => (
-                service_trust(
+            // Hardened beyond upstream: only this account's EKS, for this cluster, and only
+            // for the controller's namespace and service account (EKS Pod Identity's session
+            // tags), so no other pod of any cluster can be given this role.
+            IdentityMode::PodIdentity => {
+                let mut trust = service_trust(
                     &["pods.eks.amazonaws.com"],
                     &["sts:AssumeRole", "sts:TagSession"],
-                ),
-                None,
-            ),
+                );
+                trust["Statement"][0]["Condition"] = json!({
+                    "StringEquals": {
+                        "aws:SourceAccount": account,
+                        "aws:RequestTag/kubernetes-namespace": options.namespace,
+                        "aws:RequestTag/kubernetes-service-account": options.service_account,
+                    },
+                    "ArnEquals": {
+                        "aws:SourceArn": format!("arn:{p}:eks:{region}:{account}:cluster/{c}"),
+                    },
+                });
+                (trust, None)
+            }
             IdentityMode::Irsa => {
                 let issuer = cluster.oidc_issuer.as_deref().unwrap_or_default();
                 let host = issuer.trim_start_matches("https://");
@@ -348,6 +482,7 @@ impl Desired {
         .expect("settings serialize");
 
         Ok(Self {
+            adopt: options.adopt,
             objects,
             settings_record,
             identity,
@@ -399,7 +534,10 @@ fn service_trust(services: &[&str], actions: &[&str]) -> Value {
 }
 
 /// EventBridge (and SQS itself) may send; nothing may use the queue without TLS.
-fn queue_policy(queue_arn: &str) -> Value {
+/// Upstream's queue policy, hardened: EventBridge may send only on behalf of this cluster's
+/// five rules (`aws:SourceArn`), so no other rule in the account, nor anyone else's, can put
+/// a forged interruption in front of the controller.
+fn queue_policy(queue_arn: &str, rule_arns: &[String]) -> Value {
     json!({
         "Version": "2012-10-17",
         "Id": "EC2InterruptionPolicy",
@@ -409,7 +547,8 @@ fn queue_policy(queue_arn: &str) -> Value {
                 "Effect": "Allow",
                 "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
                 "Action": "sqs:SendMessage",
-                "Resource": queue_arn
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}}
             },
             {
                 "Sid": "DenyHTTP",
@@ -696,7 +835,43 @@ fn policy_name(arn: &str) -> &str {
 /// Compares desired with current and returns the plan, in apply order: the node role, the
 /// interruption queue and rules, the controller policies, role and identity, the Spot
 /// service-linked role, node access, and the discovery tags.
+/// The AWS resources with init's names that exist without karpctl's tags for this cluster,
+/// as `(kind, id)`: someone else's (e.g. upstream's getting-started CloudFormation stack).
+pub fn not_ours(d: &Desired, cur: &Current) -> Vec<(String, String)> {
+    let c = &d.cluster.name;
+    let mut found = Vec::new();
+    for (spec, role) in [
+        (&d.node_role, &cur.node_role),
+        (&d.controller_role, &cur.controller_role),
+    ] {
+        if role.as_ref().is_some_and(|r| !owned(&r.tags, c)) {
+            found.push(("iam-role".to_owned(), spec.name.clone()));
+        }
+    }
+    if cur.queue.as_ref().is_some_and(|q| !owned(&q.tags, c)) {
+        found.push(("sqs-queue".to_owned(), d.queue_name.clone()));
+    }
+    for (name, rule) in &cur.rules {
+        if !owned(&rule.tags, c) {
+            found.push(("eventbridge-rule".to_owned(), name.clone()));
+        }
+    }
+    for (name, policy) in &cur.policies {
+        if !owned(&policy.tags, c) {
+            found.push(("iam-policy".to_owned(), name.clone()));
+        }
+    }
+    found
+}
+
 pub fn plan(d: &Desired, cur: &Current) -> Result<Plan<InitOp>, PlanError> {
+    let foreign = not_ours(d, cur);
+    if !foreign.is_empty() && !d.adopt {
+        return Err(PlanError::NotOurs {
+            cluster: d.cluster.name.clone(),
+            resources: foreign.iter().map(|(k, i)| format!("{k} {i}")).collect(),
+        });
+    }
     let mut items = Vec::new();
     role_items(&mut items, &d.node_role, cur.node_role.as_ref(), &d.tags);
     queue_items(&mut items, d, cur);
@@ -753,6 +928,13 @@ pub fn plan(d: &Desired, cur: &Current) -> Result<Plan<InitOp>, PlanError> {
                 value: d.settings_record.clone(),
             }],
         ));
+    }
+    // What --adopt takes over says so in the plan, by name.
+    for item in &mut items {
+        let r = &mut item.resource;
+        if foreign.iter().any(|(k, i)| *k == r.kind && *i == r.id) {
+            r.reason = format!("adopt: exists and is not karpctl's (--adopt); {}", r.reason);
+        }
     }
     Ok(Plan::new(items))
 }
@@ -1406,11 +1588,11 @@ mod tests {
         let p = plan(&d, &Current::default()).unwrap();
         let s = p.summary();
         // 2 roles + 4 + 5 attachments, queue, 5 rules, 5 policies, add-on, association,
-        // spot role, access entry, 3 CRDs, 14 controller objects, the default EC2NodeClass
+        // spot role, access entry, 3 CRDs, 12 controller objects, the default EC2NodeClass
         // and NodePool, the settings record; 4 tag updates (2 subnets, 2 security groups).
         assert_eq!(
             (s.add, s.change, s.destroy),
-            (2 + 9 + 1 + 5 + 5 + 2 + 1 + 1 + 3 + 14 + 2 + 1, 4, 0)
+            (2 + 9 + 1 + 5 + 5 + 2 + 1 + 1 + 3 + 12 + 2 + 1, 4, 0)
         );
         let kinds: Vec<&str> = p.items.iter().map(|i| i.resource.kind.as_str()).collect();
         assert_eq!(kinds.first(), Some(&"iam-role"));
@@ -1424,7 +1606,7 @@ mod tests {
         );
         assert!(text.contains("  ~ ec2-tags subnet-a  (update in-place: subnet lacks the discovery tag)\n        + tag karpenter.sh/discovery = \"demo\"\n"), "{text}");
         assert!(
-            text.ends_with("Plan: 46 to add, 4 to change, 0 to destroy.\n"),
+            text.ends_with("Plan: 44 to add, 4 to change, 0 to destroy.\n"),
             "{text}"
         );
         // Subnets sort before security groups.
@@ -1522,6 +1704,18 @@ mod tests {
         let stmt = &pod.controller_role.trust["Statement"][0];
         assert_eq!(stmt["Principal"]["Service"], "pods.eks.amazonaws.com");
         assert_eq!(stmt["Action"], json!(["sts:AssumeRole", "sts:TagSession"]));
+        // Conditioned on the account, the cluster, the namespace and the service account.
+        assert_eq!(
+            stmt["Condition"],
+            json!({
+                "StringEquals": {
+                    "aws:SourceAccount": "123456789012",
+                    "aws:RequestTag/kubernetes-namespace": "kube-system",
+                    "aws:RequestTag/kubernetes-service-account": "karpenter",
+                },
+                "ArnEquals": {"aws:SourceArn": "arn:aws:eks:us-west-2:123456789012:cluster/demo"},
+            })
+        );
     }
 
     #[test]
@@ -1649,7 +1843,13 @@ mod tests {
             .unwrap()
             .attributes
             .insert("MessageRetentionPeriod".into(), "345600".into());
-        cur.node_role.as_mut().unwrap().tags.clear();
+        cur.node_role
+            .as_mut()
+            .unwrap()
+            .trust
+            .as_object_mut()
+            .unwrap()
+            .insert("Id".into(), json!("edited"));
         cur.node_role
             .as_mut()
             .unwrap()
@@ -1673,7 +1873,7 @@ mod tests {
             ["~ MessageRetentionPeriod: \"345600\" -> \"300\""]
         );
         let role = line(&p, "iam-role", "KarpenterNodeRole-demo");
-        assert_eq!(role.reason, "karpctl tags missing");
+        assert_eq!(role.reason, "trust policy differs");
         assert_eq!(
             line(
                 &p,
@@ -1706,6 +1906,104 @@ mod tests {
     }
 
     #[test]
+    fn resources_with_inits_names_but_not_karpctls_tags_stop_init_unless_adopted() {
+        // An account set up with upstream's getting-started template: same names, no tags.
+        let d = desired(cluster(), None);
+        let mut cur = converged(&d);
+        cur.node_role.as_mut().unwrap().tags.clear();
+        cur.controller_role.as_mut().unwrap().tags =
+            Tags::from([(CLUSTER_TAG.into(), "demo".into())]);
+        cur.queue.as_mut().unwrap().tags.clear();
+        cur.policies.values_mut().next().unwrap().tags.clear();
+        let err = plan(&d, &cur).unwrap_err().to_string();
+        for name in [
+            "iam-role KarpenterNodeRole-demo",
+            "iam-role KarpenterControllerRole-demo",
+            "sqs-queue Karpenter-demo",
+            "iam-policy KarpenterController",
+            "--adopt",
+        ] {
+            assert!(err.contains(name), "{name} missing from: {err}");
+        }
+
+        // A role karpctl made for another cluster of the same name prefix is not ours either.
+        let mut other = converged(&d);
+        other
+            .node_role
+            .as_mut()
+            .unwrap()
+            .tags
+            .insert(CLUSTER_TAG.into(), "other".into());
+        assert!(matches!(plan(&d, &other), Err(PlanError::NotOurs { .. })));
+
+        let adopting = Desired {
+            adopt: true,
+            ..d.clone()
+        };
+        let p = plan(&adopting, &cur).unwrap();
+        let role = line(&p, "iam-role", "KarpenterNodeRole-demo");
+        assert_eq!(role.action, Action::Update);
+        assert_eq!(
+            role.reason,
+            "adopt: exists and is not karpctl's (--adopt); karpctl tags missing"
+        );
+        assert!(
+            line(&p, "sqs-queue", "Karpenter-demo")
+                .reason
+                .starts_with("adopt: ")
+        );
+        // Ours stay as they were.
+        assert!(
+            !line(&p, "eventbridge-rule", "Karpenter-demo-ScheduledChange")
+                .reason
+                .starts_with("adopt")
+        );
+    }
+
+    #[test]
+    fn settings_that_reach_the_templates_are_validated_first() {
+        let bad = |options: Options| match Desired::new(cluster(), &options) {
+            Err(PlanError::InvalidSetting { field, .. }) => field,
+            other => panic!("accepted: {other:?}"),
+        };
+        let with = |f: fn(&mut Options)| {
+            let mut o = Options::default();
+            f(&mut o);
+            o
+        };
+        assert_eq!(
+            bad(with(|o| o.namespace = "kube-system\nkind: Secret".into())),
+            "namespace"
+        );
+        assert_eq!(bad(with(|o| o.namespace = "Upper".into())), "namespace");
+        assert_eq!(
+            bad(with(|o| o.service_account = "a b".into())),
+            "service account"
+        );
+        assert_eq!(
+            bad(with(|o| o.service_account = "x\"}".into())),
+            "service account"
+        );
+        assert_eq!(
+            bad(with(
+                |o| o.controller.image = "repo/img:1\n  command: [sh]".into()
+            )),
+            "image"
+        );
+        assert_eq!(
+            bad(with(|o| o.controller.memory = "1Gi # x".into())),
+            "controller.memory"
+        );
+        let ok = with(|o| {
+            o.namespace = "karpenter".into();
+            o.service_account = "karpenter.controller".into();
+            o.controller.image =
+                "registry.example.com:5000/karpenter/controller@sha256:0123abcd".into();
+        });
+        assert!(Desired::new(cluster(), &ok).is_ok());
+    }
+
+    #[test]
     fn a_changed_policy_document_makes_room_for_a_new_version() {
         let d = desired(cluster(), None);
         let mut cur = converged(&d);
@@ -1735,6 +2033,16 @@ mod tests {
         );
         assert_eq!(d.queue_attributes["MessageRetentionPeriod"], "300");
         assert_eq!(d.rules.len(), 5);
+        // Only this cluster's five rules may send (hardening beyond upstream).
+        assert_eq!(
+            policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"],
+            json!(
+                d.rules
+                    .iter()
+                    .map(|r| format!("arn:aws:events:us-west-2:123456789012:rule/{}", r.name))
+                    .collect::<Vec<_>>()
+            )
+        );
         assert_eq!(
             d.rules[1].pattern,
             json!({"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]})

@@ -7,6 +7,7 @@
 pub mod controller;
 pub mod iam_policies;
 pub mod init;
+pub mod installer_policy;
 pub mod names;
 pub mod uninstall;
 

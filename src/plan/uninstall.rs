@@ -12,17 +12,11 @@
 
 use std::collections::BTreeMap;
 
-use super::init::{
-    Autoscaler, CLUSTER_TAG, DISCOVERY_OWNER_TAG, DISCOVERY_TAG, MANAGED_BY, MANAGED_BY_TAG, Tags,
-};
+use super::init::{Autoscaler, DISCOVERY_OWNER_TAG, DISCOVERY_TAG, Tags};
 use super::{Action, Item, Plan, Resource};
 use crate::kube::aws_auth::{self, AwsAuthError, Merge};
 
-/// Tags on something karpctl created for `cluster`.
-pub fn owned(tags: &Tags, cluster: &str) -> bool {
-    tags.get(MANAGED_BY_TAG).map(String::as_str) == Some(MANAGED_BY)
-        && tags.get(CLUSTER_TAG).map(String::as_str) == Some(cluster)
-}
+pub use super::init::owned;
 
 /// An IAM role as found: its tags, attached policies, inline policies (someone else's
 /// additions: karpctl adds none) and instance profiles it is in.
@@ -663,6 +657,7 @@ pub fn leftovers(cluster: &str, tagged: &[Leftover]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::init::{CLUSTER_TAG, MANAGED_BY, MANAGED_BY_TAG};
     use super::*;
 
     const C: &str = "demo";

@@ -197,6 +197,31 @@ impl Sandbox {
         (out.status.code(), text(&out.stdout) + &text(&out.stderr))
     }
 
+    /// Runs karpctl with the sandbox's environment but signed with other AWS keys (a
+    /// principal the endpoint's authorizer evaluates, e.g. an IAM user's).
+    pub fn karpctl_as(&self, key_id: &str, secret: &str, args: &[&str]) -> std::process::Output {
+        let home = std::env::temp_dir().join("karpctl-test-home");
+        std::fs::create_dir_all(&home).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_karpctl"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .envs(self.env.iter())
+            .env("AWS_ACCESS_KEY_ID", key_id)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running karpctl")
+    }
+
+    /// The authorizer's denials so far (`/_sandbox/denials`): principal, action, resource.
+    pub async fn aws_denials(&self) -> Vec<serde_json::Value> {
+        let body = http_get(&format!("{}/_sandbox/denials", self.aws_endpoint())).await;
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        doc["denials"].as_array().cloned().unwrap_or_default()
+    }
+
     /// [`Sandbox::karpctl_without`] with the whole sandbox environment.
     pub fn karpctl(&self, args: &[&str]) -> std::process::Output {
         self.karpctl_without(&[], args)

@@ -90,7 +90,30 @@ pub struct LaunchTemplateRequest {
     pub metadata_options: MetadataOptions,
     pub detailed_monitoring: bool,
     pub associate_public_ip_address: Option<bool>,
+    /// Spot templates also tag the spot request their launches create.
+    pub capacity_type: CapacityType,
+    /// The template's own tags, and (as upstream) those of the network interfaces and spot
+    /// requests launched through it: the controller policy's conditions need the cluster,
+    /// `eks:eks-cluster-name` and `karpenter.sh/nodepool` on every resource a launch creates.
     pub tags: BTreeMap<String, String>,
+}
+
+/// What CreateFleet tags itself (upstream's set): EC2 authorizes each resource a launch
+/// creates against the request tags meant for it, so an untagged one fails the policy.
+pub const FLEET_TAGGED: [ec2::ResourceType; 3] = [
+    ec2::ResourceType::Instance,
+    ec2::ResourceType::Volume,
+    ec2::ResourceType::Fleet,
+];
+
+/// What a launch template tags through its data: the network interfaces, and for spot the
+/// spot requests (CreateFleet cannot tag either itself).
+pub fn launch_template_data_tagged(capacity_type: CapacityType) -> Vec<ec2::ResourceType> {
+    let mut kinds = vec![ec2::ResourceType::NetworkInterface];
+    if capacity_type == CapacityType::Spot {
+        kinds.push(ec2::ResourceType::SpotInstancesRequest);
+    }
+    kinds
 }
 
 /// One (instance type, subnet) CreateFleet may launch into.
@@ -107,7 +130,7 @@ pub struct FleetRequest {
     pub capacity_type: CapacityType,
     /// Launch template name and the overrides that use it.
     pub configs: Vec<(String, Vec<FleetOverride>)>,
-    /// Tags for the instance and its volumes.
+    /// Tags for the fleet, its instance and the instance's volumes.
     pub tags: BTreeMap<String, String>,
     pub context: Option<String>,
 }
@@ -724,12 +747,17 @@ impl Ec2Api for Sdk {
                     .enabled(r.detailed_monitoring)
                     .build(),
             )
-            .tag_specifications(
-                ec2::LaunchTemplateTagSpecificationRequest::builder()
-                    .resource_type(ec2::ResourceType::Instance)
-                    .set_tags(Some(ec2_tags(&r.tags)))
-                    .build(),
-            );
+            .set_tag_specifications(Some(
+                launch_template_data_tagged(r.capacity_type)
+                    .into_iter()
+                    .map(|kind| {
+                        ec2::LaunchTemplateTagSpecificationRequest::builder()
+                            .resource_type(kind)
+                            .set_tags(Some(ec2_tags(&r.tags)))
+                            .build()
+                    })
+                    .collect(),
+            ));
         if let Some(public) = r.associate_public_ip_address {
             data = data.network_interfaces(
                 ec2::LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
@@ -828,8 +856,7 @@ impl Ec2Api for Sdk {
                     .build(),
             )
             .set_launch_template_configs(Some(configs))
-            .tag_specifications(tags(ec2::ResourceType::Instance))
-            .tag_specifications(tags(ec2::ResourceType::Volume))
+            .set_tag_specifications(Some(FLEET_TAGGED.into_iter().map(tags).collect()))
             .set_context(r.context.clone());
         request = match r.capacity_type {
             CapacityType::Spot => request.spot_options(

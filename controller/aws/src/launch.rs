@@ -233,7 +233,7 @@ pub fn launch_template_name(request: &LaunchTemplateRequest) -> String {
     let mut text = String::new();
     let _ = write!(
         text,
-        "{}|{:?}|{}|{}|{:?}|{:?}|{}|{:?}|{:?}",
+        "{}|{:?}|{}|{}|{:?}|{:?}|{}|{:?}|{}|{:?}",
         request.image_id,
         request.security_group_ids,
         request.user_data,
@@ -242,6 +242,7 @@ pub fn launch_template_name(request: &LaunchTemplateRequest) -> String {
         request.metadata_options,
         request.detailed_monitoring,
         request.associate_public_ip_address,
+        request.capacity_type.as_str(),
         request.tags,
     );
     format!("{LAUNCH_TEMPLATE_PREFIX}/{:016x}", fnv64(&text))
@@ -321,10 +322,12 @@ impl<A: AwsApi> AwsCloud<A> {
         ]
     }
 
-    /// Tags every launched instance, volume and launch template carries.
+    /// Tags every launched instance, volume and launch template carries (a template only
+    /// the cluster's, the node class's and the NodePool's; a launch also the claim's).
     fn launch_tags(
         &self,
         node_class: &EC2NodeClass,
+        pool: &str,
         claim: Option<&NodeClaim>,
     ) -> BTreeMap<String, String> {
         let cluster = &self.settings.cluster_name;
@@ -335,27 +338,23 @@ impl<A: AwsApi> AwsCloud<A> {
             labels::EC2_NODE_CLASS.to_owned(),
             node_class.metadata.name.clone().unwrap_or_default(),
         );
+        tags.insert(labels::NODE_POOL.to_owned(), pool.to_owned());
         if let Some(claim) = claim {
             let name = claim.metadata.name.clone().unwrap_or_default();
-            let pool = claim
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(labels::NODE_POOL))
-                .cloned()
-                .unwrap_or_default();
             tags.insert(labels::NODECLAIM_TAG.to_owned(), name.clone());
-            tags.insert(labels::NODE_POOL.to_owned(), pool.clone());
             tags.insert("Name".to_owned(), format!("{pool}/{name}"));
         }
         tags
     }
 
-    /// The launch template for this claim's configuration on `image_id`, created if new.
+    /// The launch template for this NodePool's configuration on `image_id`, created if new:
+    /// one per pool and configuration, as upstream (the pool's tag is part of the name's hash).
     async fn ensure_launch_template(
         &self,
         node_class: &EC2NodeClass,
         status: &EC2NodeClassStatus,
+        pool: &str,
+        capacity_type: CapacityType,
         image_id: &str,
         node: &Bootstrap,
     ) -> CloudResult<String> {
@@ -387,7 +386,8 @@ impl<A: AwsApi> AwsCloud<A> {
                 ),
                 detailed_monitoring: node_class.spec.detailed_monitoring.unwrap_or(false),
                 associate_public_ip_address: node_class.spec.associate_public_ip_address,
-                tags: self.launch_tags(node_class, None),
+                capacity_type,
+                tags: self.launch_tags(node_class, pool, None),
             };
         request.name = launch_template_name(&request);
         let name = request.name.clone();
@@ -466,7 +466,14 @@ impl<A: AwsApi> AwsCloud<A> {
         let by_name: BTreeMap<&str, &InstanceType> =
             types.iter().map(|t| (t.name.as_str(), t)).collect();
         let kubelet = node_class.spec.kubelet.clone();
-        let tags = self.launch_tags(node_class, Some(claim));
+        let pool = claim
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::NODE_POOL))
+            .cloned()
+            .unwrap_or_default();
+        let tags = self.launch_tags(node_class, &pool, Some(claim));
         let mut refused: Vec<OfferingKey> = Vec::new();
         let mut recreated_templates = false;
 
@@ -511,7 +518,14 @@ impl<A: AwsApi> AwsCloud<A> {
             let mut configs = Vec::new();
             for (image, overrides) in by_image {
                 let template = self
-                    .ensure_launch_template(node_class, &status, &image, &node)
+                    .ensure_launch_template(
+                        node_class,
+                        &status,
+                        &pool,
+                        capacity_type,
+                        &image,
+                        &node,
+                    )
                     .await?;
                 configs.push((template, overrides));
             }
@@ -848,6 +862,7 @@ mod tests {
             metadata_options: MetadataOptions::default(),
             detailed_monitoring: false,
             associate_public_ip_address: None,
+            capacity_type: CapacityType::OnDemand,
             tags: BTreeMap::new(),
         };
         let a = launch_template_name(&request);
@@ -860,6 +875,17 @@ mod tests {
         assert_ne!(a, launch_template_name(&other));
         let other = LaunchTemplateRequest {
             image_id: "ami-2".into(),
+            ..request.clone()
+        };
+        assert_ne!(a, launch_template_name(&other));
+        // One template per NodePool and configuration, as upstream: the pool's tag is hashed.
+        let other = LaunchTemplateRequest {
+            tags: BTreeMap::from([(labels::NODE_POOL.to_owned(), "gpu".to_owned())]),
+            ..request.clone()
+        };
+        assert_ne!(a, launch_template_name(&other));
+        let other = LaunchTemplateRequest {
+            capacity_type: CapacityType::Spot,
             ..request
         };
         assert_ne!(a, launch_template_name(&other));

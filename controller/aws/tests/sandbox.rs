@@ -613,3 +613,179 @@ async fn gpu_instance_types_boot_the_nvidia_variant_of_the_alias() {
     cloud.delete(&launched.instance.provider_id).await.unwrap();
     cloud.finalize_node_class(&nc).await.unwrap();
 }
+
+/// The five controller policies `karpctl init` creates, rendered from `templates/iam`
+/// unchanged for the sandbox account.
+fn controller_policies(sb: &Sandbox, node_role_arn: &str) -> Vec<(&'static str, String)> {
+    let render = |text: &str| {
+        text.replace("{{partition}}", "aws")
+            .replace("{{region}}", sb.var("AWS_REGION"))
+            .replace("{{account}}", "123456789012")
+            .replace("{{cluster}}", sb.cluster())
+            .replace("{{node_role_arn}}", node_role_arn)
+            .replace("{{ec2_principal}}", "ec2.amazonaws.com")
+            .replace(
+                "{{queue_arn}}",
+                &format!(
+                    "arn:aws:sqs:{}:123456789012:Karpenter-{}",
+                    sb.var("AWS_REGION"),
+                    sb.cluster()
+                ),
+            )
+    };
+    vec![
+        (
+            "node-lifecycle",
+            render(include_str!(
+                "../../../templates/iam/node-lifecycle.json.hbs"
+            )),
+        ),
+        (
+            "iam-integration",
+            render(include_str!(
+                "../../../templates/iam/iam-integration.json.hbs"
+            )),
+        ),
+        (
+            "eks-integration",
+            render(include_str!(
+                "../../../templates/iam/eks-integration.json.hbs"
+            )),
+        ),
+        (
+            "interruption",
+            render(include_str!("../../../templates/iam/interruption.json.hbs")),
+        ),
+        (
+            "resource-discovery",
+            render(include_str!(
+                "../../../templates/iam/resource-discovery.json.hbs"
+            )),
+        ),
+    ]
+}
+
+/// An SDK config signed as a fresh IAM user holding exactly the controller policies: the
+/// sandbox's authorizer evaluates every call it makes.
+async fn as_controller_principal(sb: &Sandbox) -> aws_config::SdkConfig {
+    let admin = sb.aws().await;
+    let iam = aws_sdk_iam::Client::new(&admin);
+    let user = unique("karpenter-controller");
+    iam.create_user().user_name(&user).send().await.unwrap();
+    let node_role = iam
+        .get_role()
+        .role_name(system_role(sb))
+        .send()
+        .await
+        .unwrap()
+        .role
+        .unwrap()
+        .arn;
+    for (name, document) in controller_policies(sb, &node_role) {
+        let arn = iam
+            .create_policy()
+            .policy_name(format!("{user}-{name}"))
+            .policy_document(document)
+            .send()
+            .await
+            .unwrap()
+            .policy
+            .and_then(|p| p.arn)
+            .unwrap();
+        iam.attach_user_policy()
+            .user_name(&user)
+            .policy_arn(arn)
+            .send()
+            .await
+            .unwrap();
+    }
+    let key = iam
+        .create_access_key()
+        .user_name(&user)
+        .send()
+        .await
+        .unwrap()
+        .access_key
+        .unwrap();
+    admin
+        .into_builder()
+        .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
+            aws_sdk_ec2::config::Credentials::new(
+                key.access_key_id,
+                key.secret_access_key,
+                None,
+                None,
+                "controller-policy",
+            ),
+        ))
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_policies_unchanged_let_the_provider_launch_and_clean_up_on_demand_and_spot()
+{
+    let sb = sandbox();
+    let config = as_controller_principal(sb).await;
+    let settings = AwsSettings {
+        cluster_name: sb.cluster().to_owned(),
+        ..AwsSettings::default()
+    };
+    let cloud = AwsCloud::new(&config, settings)
+        .await
+        .expect("the provider reads the cluster as the controller");
+    let nc_name = unique("nc-iam");
+    let nc = resolved(&cloud, node_class(sb, &nc_name, "al2023@latest")).await;
+    let pool = unique("pool");
+    for capacity in ["on-demand", "spot"] {
+        let mut claim = claim(&unique("claim"), &pool, &nc_name, &["m5.large"], &[]);
+        for r in &mut claim.spec.requirements {
+            if r.key == labels::CAPACITY_TYPE {
+                r.values = vec![capacity.to_owned()];
+            }
+        }
+        let launched = cloud
+            .create(&claim, &nc)
+            .await
+            .unwrap_or_else(|e| panic!("a {capacity} claim launches under the policy: {e}"));
+        assert_eq!(launched.instance.capacity_type.as_str(), capacity);
+        cloud
+            .delete(&launched.instance.provider_id)
+            .await
+            .expect("the instance terminates under the policy");
+    }
+    // The templates carry the pool (DeleteLaunchTemplate's condition needs it), one per
+    // capacity type.
+    let ec2 = aws_sdk_ec2::Client::new(&sb.aws().await);
+    let templates = ec2
+        .describe_launch_templates()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{}", labels::NODE_POOL))
+                .values(&pool)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .launch_templates
+        .unwrap_or_default();
+    assert_eq!(templates.len(), 2, "{templates:?}");
+    cloud
+        .finalize_node_class(&nc)
+        .await
+        .expect("the node class's templates and instance profile go under the policy");
+    let left = ec2
+        .describe_launch_templates()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{}", labels::NODE_POOL))
+                .values(&pool)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .launch_templates
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
