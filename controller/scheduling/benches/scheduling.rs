@@ -753,7 +753,7 @@ fn disruption_pass() {
         let on: Vec<Arc<Pod>> = c
             .pods
             .iter()
-            .filter(|p| rng.next() % 2 == 0 || **p % 7 == 0)
+            .filter(|p| rng.next().is_multiple_of(2) || (**p).is_multiple_of(7))
             .map(|p| Arc::new(pods[*p].clone()))
             .collect();
         kept.extend(on.iter().map(|p| Pod::clone(p)));

@@ -144,6 +144,13 @@ impl Outcome {
     }
 }
 
+/// Single-node consolidation's answer: the first candidate that can go (with how), and what
+/// each candidate tried before it was told.
+pub type SingleNode<'c> = (
+    Option<(&'c Candidate, Outcome)>,
+    Vec<(&'c Candidate, Outcome)>,
+);
+
 /// The cluster disruption simulates against.
 pub struct Simulator {
     scheduler: Scheduler,
@@ -302,13 +309,7 @@ impl Simulator {
 
     /// Upstream's single-node consolidation: the first candidate (in disruption order) that
     /// can be deleted or replaced, with what each candidate tried before it was told.
-    pub fn single_node<'c>(
-        &self,
-        candidates: &'c [Candidate],
-    ) -> (
-        Option<(&'c Candidate, Outcome)>,
-        Vec<(&'c Candidate, Outcome)>,
-    ) {
+    pub fn single_node<'c>(&self, candidates: &'c [Candidate]) -> SingleNode<'c> {
         let mut tried = Vec::new();
         for c in candidates {
             let outcome = self.simulate(&[c]);
@@ -322,6 +323,7 @@ impl Simulator {
 }
 
 #[cfg(test)]
+#[allow(clippy::cloned_ref_to_slice_refs, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use crate::pod::pod;

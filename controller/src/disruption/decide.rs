@@ -940,6 +940,7 @@ pub fn same_candidates(command: &Command, evaluated: &[Evaluated]) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::cloned_ref_to_slice_refs, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{Node, Pod};
@@ -956,7 +957,7 @@ mod tests {
     fn itype(name: &str, cpu: i64, price: f64) -> InstanceType {
         let mut r = Resources::default();
         r.cpu = cpu * 1000;
-        r.memory = cpu * 4 << 30;
+        r.memory = (cpu * 4) << 30;
         r.pods = 110;
         InstanceType {
             name: name.into(),

@@ -37,11 +37,14 @@ use crate::provisioning::{ReadyPool, ready_pools, scheduling_inputs};
 use crate::state::{self, ClusterState};
 use decide::{Budgets, Command, Decision, Evaluated, Method, Verdict};
 
+/// A verdict as last written, with the drift reason it was written with.
+type Written = (Verdict, Option<(&'static str, String)>);
+
 /// The disruption controller.
 pub struct Disruption<C> {
     ctx: Arc<Context<C>>,
     /// The last verdict written per claim, so status and events change only with it.
-    written: Mutex<BTreeMap<String, (Verdict, Option<(&'static str, String)>)>>,
+    written: Mutex<BTreeMap<String, Written>>,
     /// Budget problems already reported per pool and reason.
     reported: Mutex<BTreeMap<(String, String), String>>,
 }
