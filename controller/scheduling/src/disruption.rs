@@ -442,6 +442,42 @@ mod tests {
         }
     }
 
+    /// Bigger types are better value per pod here (as c5.2xlarge is against c5.large once
+    /// a node's overhead is counted): the replacement is still the smallest type the pods
+    /// fit, not the best-value one.
+    #[test]
+    fn a_replacement_is_the_cheapest_type_its_pods_fit_even_when_poor_value_per_pod() {
+        let types = Arc::new(vec![
+            itype("small", 2, 4, 0.10, 0.03),
+            itype("medium", 4, 8, 0.17, 0.05),
+            itype("large", 8, 16, 0.30, 0.09),
+            itype("huge", 16, 32, 0.56, 0.17),
+        ]);
+        let mut pool = NodePool::new("default", types.clone());
+        pool.requirements
+            .add(crate::requirements::Requirement::exactly(
+                "karpenter.sh/capacity-type",
+                "on-demand",
+            ));
+        let p = pod().cpu("500m");
+        let pods = [p.clone(), p];
+        let nodes = vec![node("a", &types[3], &pods)];
+        let sim = Simulator::new(vec![pool], nodes, vec![], vec![], Options::default());
+        let c = candidate("a", &types[3], &pods);
+        match sim.simulate(&[&c]) {
+            Outcome::Replace(plan) => {
+                assert_eq!(plan.instance_type, "small", "{plan:?}");
+                let names: Vec<&str> = plan
+                    .instance_type_options
+                    .iter()
+                    .map(|o| o.name.as_str())
+                    .collect();
+                assert_eq!(names, ["small", "medium", "large"]);
+            }
+            other => panic!("expected a replacement, got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_node_is_never_replaced_by_its_own_type() {
         let types = catalogue();

@@ -32,7 +32,7 @@ use crate::packing::scaled;
 use crate::pod::Pod;
 use crate::requirements::{Requirement, Requirements};
 use crate::scheduler::{
-    Bin, BinKind, Class, Results, Scheduler, Solve, Unschedulable, price_under,
+    Bin, BinKind, Bitset, Class, Results, Scheduler, Solve, Unschedulable, price_under,
 };
 use crate::taints::first_untolerated;
 
@@ -101,6 +101,8 @@ impl Solve<'_> {
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut unschedulable = Vec::new();
         let mut waited: Vec<bool> = vec![false; pods.len()];
+        // The class each pod was placed as (its last relaxation).
+        let mut placed_as: Vec<Option<usize>> = vec![None; pods.len()];
         let mut rounds = 0usize;
         while !queue.is_empty() {
             rounds += 1;
@@ -110,7 +112,10 @@ impl Solve<'_> {
             for (pod, relax) in queue {
                 let c = self.fit_class(pod, &relax, &mut classes, &mut index);
                 match self.fit_pod(pod, &mut classes[c]) {
-                    Ok(()) => progress = true,
+                    Ok(()) => {
+                        progress = true;
+                        placed_as[pod] = Some(c);
+                    }
                     Err(miss) => misses.push((pod, relax, miss)),
                 }
             }
@@ -137,6 +142,7 @@ impl Solve<'_> {
         if merge {
             self.merge_nodes_within(MERGE_WORK_PER_POD * self.pods.len());
         }
+        self.widen_claims(&classes, &placed_as);
         let mut results = self.results();
         unschedulable.sort_by_key(|u| u.pod);
         results.unschedulable = unschedulable;
@@ -654,6 +660,60 @@ impl Solve<'_> {
             );
         }
         Err(self.no_candidate_reason(class))
+    }
+
+    /// Give every planned NodeClaim back each type of its pool that holds the pods it ended
+    /// with. A claim opens with the types that are good value for the batch (see the module
+    /// docs), which may leave out a smaller type its final pods fit: the claim then launches
+    /// as that cheaper type, and a consolidation replacement is never a size too big.
+    fn widen_claims(&mut self, classes: &[FitClass], placed_as: &[Option<usize>]) {
+        for bin in &mut self.bins {
+            let BinKind::Claim {
+                pool,
+                options,
+                chosen,
+            } = &mut bin.kind
+            else {
+                continue;
+            };
+            if bin.pods.is_empty() {
+                continue;
+            }
+            let p = &self.sched.pools[*pool];
+            let Some(mut sets) = bin
+                .pods
+                .iter()
+                .map(|pod| placed_as[*pod])
+                .collect::<Option<Vec<usize>>>()
+            else {
+                continue;
+            };
+            sets.sort_unstable();
+            sets.dedup();
+            let sets: Vec<&Bitset> = match sets
+                .iter()
+                .map(|c| classes[*c].class.compat.pools[*pool].as_ref().ok())
+                .collect::<Option<Vec<_>>>()
+            {
+                Some(s) => s,
+                None => continue,
+            };
+            let mut wide: Vec<(f64, usize)> = sets[0]
+                .iter()
+                .filter(|t| sets[1..].iter().all(|s| s.contains(*t)))
+                .filter(|t| bin.used.fits(&p.types[*t].free))
+                .filter_map(|t| {
+                    price_under(p.instance_type(t), &bin.requirements).map(|o| (o.price, t))
+                })
+                .collect();
+            if wide.is_empty() {
+                continue;
+            }
+            wide.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            *chosen = wide[0].1;
+            bin.capacity = p.types[*chosen].free.clone();
+            *options = Arc::new(wide.into_iter().map(|(_, t)| t).collect());
+        }
     }
 
     /// Per pool and type: how many pods of the batch's average shape it holds per dollar
