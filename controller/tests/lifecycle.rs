@@ -207,6 +207,8 @@ fn instance(id: &str, claim: Option<&str>, age: Duration, state: InstanceState) 
         zone: "us-west-2a".into(),
         capacity_type: CapacityType::OnDemand,
         image_id: "ami-1".into(),
+        subnet_id: None,
+        security_group_ids: Vec::new(),
         state,
         launch_time: Some(SystemTime::now() - age),
         tags,

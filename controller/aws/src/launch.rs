@@ -274,6 +274,8 @@ fn instance(record: &InstanceRecord) -> Instance {
         zone: record.zone.clone(),
         capacity_type: record.capacity_type,
         image_id: record.image_id.clone(),
+        subnet_id: record.subnet_id.clone(),
+        security_group_ids: record.security_group_ids.clone(),
         state: record.state,
         launch_time: record.launch_time,
         tags: record.tags.clone(),

@@ -193,6 +193,8 @@ impl CloudProvider for FakeCloud {
             zone: offering.zone.clone(),
             capacity_type: offering.capacity_type,
             image_id: "ami-fake".to_owned(),
+            subnet_id: None,
+            security_group_ids: Vec::new(),
             state: InstanceState::Running,
             launch_time: Some(SystemTime::now()),
             tags,

@@ -25,6 +25,9 @@ pub struct Instance {
     pub zone: String,
     pub capacity_type: CapacityType,
     pub image_id: String,
+    /// The subnet and security groups it was launched into (subnet and security-group drift).
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
     pub state: InstanceState,
     pub launch_time: Option<SystemTime>,
     /// All tags, including `karpenter.sh/nodepool` and `karpenter.sh/nodeclaim`.

@@ -11,7 +11,7 @@ use karpctl_api::v1::{
     ConditionStatus, Conditions, ConsolidationPolicy, DisruptionReason, EC2NodeClass,
     NillableDuration, NodeClaim, NodePool,
 };
-use karpctl_cloud::{CapacityType, InstanceType};
+use karpctl_cloud::{CapacityType, Instance, InstanceType};
 use karpctl_scheduling::NodeClaimPlan;
 use karpctl_scheduling::disruption::{Blocked, Candidate, Outcome, Simulator};
 use kube::ResourceExt;
@@ -214,6 +214,7 @@ pub fn drift(
     node_labels: &BTreeMap<String, String>,
     pool: &NodePool,
     class: Option<&EC2NodeClass>,
+    instance: Option<&Instance>,
 ) -> Option<(&'static str, String)> {
     let ann = claim.annotations();
     if ann.get(labels::NODE_POOL_HASH_VERSION).map(String::as_str)
@@ -302,6 +303,50 @@ pub fn drift(
             ),
         ));
     }
+    // Subnets and security groups, as upstream's AWS provider: the instance's subnet is no
+    // longer one the class selects, or its security groups are not exactly the selected ones.
+    let (Some(instance), Some(status)) = (instance, class.status.as_ref()) else {
+        return None;
+    };
+    if let Some(subnet) = &instance.subnet_id
+        && !status.subnets.is_empty()
+        && !status.subnets.iter().any(|s| &s.id == subnet)
+    {
+        return Some((
+            "SubnetDrift",
+            format!(
+                "subnet {subnet} is no longer selected by EC2NodeClass {} (now {})",
+                class.name_any(),
+                status
+                    .subnets
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let have: std::collections::BTreeSet<&str> = instance
+        .security_group_ids
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let want: std::collections::BTreeSet<&str> = status
+        .security_groups
+        .iter()
+        .map(|g| g.id.as_str())
+        .collect();
+    if !have.is_empty() && !want.is_empty() && have != want {
+        return Some((
+            "SecurityGroupDrift",
+            format!(
+                "security groups {} are not the ones EC2NodeClass {} selects ({})",
+                have.iter().copied().collect::<Vec<_>>().join(", "),
+                class.name_any(),
+                want.iter().copied().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
     None
 }
 
@@ -320,6 +365,7 @@ pub fn evaluate(
     pools: &[ReadyPool],
     now: Timestamp,
     instant: Instant,
+    instances: &BTreeMap<String, Instance>,
 ) -> Vec<Evaluated> {
     let mut out = Vec::new();
     for claim in state.node_claims() {
@@ -538,7 +584,17 @@ pub fn evaluate(
         out.push(Evaluated {
             claim: claim.name_any(),
             pool: pool_name,
-            drifted: drift(claim, &node_labels, pool, class),
+            drifted: drift(
+                claim,
+                &node_labels,
+                pool,
+                class,
+                claim
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.provider_id.as_deref())
+                    .and_then(|id| instances.get(id)),
+            ),
             candidate,
             not_candidate,
             empty,
@@ -1046,7 +1102,7 @@ mod tests {
     }
 
     fn run(s: &ClusterState, pools: &[ReadyPool]) -> Decision {
-        let evaluated = evaluate(s, pools, now(), Instant::now());
+        let evaluated = evaluate(s, pools, now(), Instant::now(), &BTreeMap::new());
         let (sp, existing, ds) = crate::provisioning::scheduling_inputs(s, pools, Instant::now());
         let sim = Simulator::new(sp, existing, ds, vec![], Options::default());
         decide(&evaluated, Budgets::compute(s, now()), &sim)
@@ -1116,7 +1172,7 @@ mod tests {
     }
 
     #[test]
-    fn drift_is_found_by_pool_hash_requirements_and_ami() {
+    fn drift_is_found_by_pool_hash_requirements_ami_subnet_and_security_groups() {
         let pool = pool("1");
         let mut claim: NodeClaim = serde_json::from_value(json!({
             "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
@@ -1129,7 +1185,7 @@ mod tests {
         .unwrap();
         let on_demand: BTreeMap<String, String> =
             [(labels::CAPACITY_TYPE.to_owned(), "on-demand".to_owned())].into();
-        assert_eq!(drift(&claim, &on_demand, &pool, None), None);
+        assert_eq!(drift(&claim, &on_demand, &pool, None, None), None);
         let mut relabelled = pool.clone();
         relabelled
             .spec
@@ -1138,13 +1194,13 @@ mod tests {
             .labels
             .insert("team".into(), "a".into());
         assert_eq!(
-            drift(&claim, &on_demand, &relabelled, None).map(|d| d.0),
+            drift(&claim, &on_demand, &relabelled, None, None).map(|d| d.0),
             Some("NodePoolDrifted")
         );
         let spot: BTreeMap<String, String> =
             [(labels::CAPACITY_TYPE.to_owned(), "spot".to_owned())].into();
         assert_eq!(
-            drift(&claim, &spot, &pool, None).map(|d| d.0),
+            drift(&claim, &spot, &pool, None, None).map(|d| d.0),
             Some("RequirementsDrifted")
         );
         let mut class = ready(&pool).node_class;
@@ -1153,10 +1209,43 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            drift(&claim, &on_demand, &pool, Some(&class)).map(|d| d.0),
+            drift(&claim, &on_demand, &pool, Some(&class), None).map(|d| d.0),
             Some("AMIDrift")
         );
         claim.status.as_mut().unwrap().image_id = Some("ami-new".into());
-        assert_eq!(drift(&claim, &on_demand, &pool, Some(&class)), None);
+        assert_eq!(drift(&claim, &on_demand, &pool, Some(&class), None), None);
+        // The instance's subnet and security groups against what the class selects now.
+        class.status = Some(
+            serde_json::from_value(json!({
+                "amis": [{"id": "ami-new", "requirements": []}],
+                "subnets": [{"id": "subnet-a", "zone": "us-west-2a"}, {"id": "subnet-b", "zone": "us-west-2b"}],
+                "securityGroups": [{"id": "sg-1"}, {"id": "sg-2"}]
+            }))
+            .unwrap(),
+        );
+        let mut instance = karpctl_cloud::Instance {
+            provider_id: "aws:///us-west-2a/i-1".into(),
+            id: "i-1".into(),
+            instance_type: "m5.large".into(),
+            zone: "us-west-2a".into(),
+            capacity_type: CapacityType::OnDemand,
+            image_id: "ami-new".into(),
+            subnet_id: Some("subnet-a".into()),
+            security_group_ids: vec!["sg-2".into(), "sg-1".into()],
+            state: karpctl_cloud::InstanceState::Running,
+            launch_time: None,
+            tags: BTreeMap::new(),
+        };
+        let d = |i: &karpctl_cloud::Instance| {
+            drift(&claim, &on_demand, &pool, Some(&class), Some(i)).map(|d| d.0)
+        };
+        assert_eq!(d(&instance), None);
+        instance.subnet_id = Some("subnet-c".into());
+        assert_eq!(d(&instance), Some("SubnetDrift"));
+        instance.subnet_id = Some("subnet-b".into());
+        instance.security_group_ids = vec!["sg-1".into()];
+        assert_eq!(d(&instance), Some("SecurityGroupDrift"));
+        instance.security_group_ids = vec!["sg-1".into(), "sg-2".into(), "sg-3".into()];
+        assert_eq!(d(&instance), Some("SecurityGroupDrift"));
     }
 }

@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use karpctl_api::labels;
 use karpctl_api::v1::{ConditionStatus, Conditions, DisruptionVerdict, NodeClaim};
-use karpctl_cloud::CloudProvider;
+use karpctl_cloud::{CloudProvider, Instance};
 use karpctl_scheduling::disruption::{Options, Outcome, Simulator};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -47,7 +47,13 @@ pub struct Disruption<C> {
     written: Mutex<BTreeMap<String, Written>>,
     /// Budget problems already reported per pool and reason.
     reported: Mutex<BTreeMap<(String, String), String>>,
+    /// The cluster's instances by provider ID (their subnets and security groups, for drift),
+    /// listed at most every [`INSTANCES_EVERY`].
+    instances: tokio::sync::Mutex<(Option<Instant>, Arc<BTreeMap<String, Instance>>)>,
 }
+
+/// How often disruption lists the cluster's instances (one paginated DescribeInstances).
+const INSTANCES_EVERY: Duration = Duration::from_secs(60);
 
 /// Everything one pass decided, from one snapshot of the state.
 struct Pass {
@@ -81,6 +87,7 @@ impl<C: CloudProvider> Disruption<C> {
             ctx,
             written: Mutex::default(),
             reported: Mutex::default(),
+            instances: tokio::sync::Mutex::default(),
         }
     }
 
@@ -91,11 +98,39 @@ impl<C: CloudProvider> Disruption<C> {
         }
     }
 
+    /// The cluster's instances, listed again when the last list is older than
+    /// [`INSTANCES_EVERY`]; a failed list keeps the last one (drift by subnet or security
+    /// group waits, nothing else does).
+    async fn instances(&self) -> Arc<BTreeMap<String, Instance>> {
+        let mut cached = self.instances.lock().await;
+        let now = Instant::now();
+        if cached.0.is_none_or(|at| now.duration_since(at) >= INSTANCES_EVERY) {
+            match self.ctx.cloud.list().await {
+                Ok(list) => {
+                    *cached = (
+                        Some(now),
+                        Arc::new(
+                            list.into_iter()
+                                .map(|i| (i.provider_id.clone(), i))
+                                .collect(),
+                        ),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(controller = "disruption", error = %e, "listing instances for subnet and security-group drift failed, will retry");
+                    cached.0 = Some(now);
+                }
+            }
+        }
+        cached.1.clone()
+    }
+
     /// Evaluate and decide on one snapshot.
     async fn look(&self) -> Option<Pass> {
         if !state::read(&self.ctx.state).synced() {
             return None;
         }
+        let instances = self.instances().await;
         let pools = ready_pools(
             &*self.ctx.cloud,
             &self.ctx.state,
@@ -107,7 +142,7 @@ impl<C: CloudProvider> Disruption<C> {
         let now = self.ctx.clock.now();
         let (decision, evaluated) = {
             let s = state::read(&self.ctx.state);
-            let evaluated = decide::evaluate(&s, &pools, now, Instant::now());
+            let evaluated = decide::evaluate(&s, &pools, now, Instant::now(), &instances);
             let budgets = Budgets::compute(&s, now);
             for ((pool, reason), allowed) in budgets.iter() {
                 self.ctx.metrics.allowed_disruptions(
@@ -209,9 +244,10 @@ impl<C: CloudProvider> Disruption<C> {
             "disruption",
         )
         .await;
+        let instances = self.instances().await;
         let now = self.ctx.clock.now();
         let s = state::read(&self.ctx.state);
-        let evaluated = decide::evaluate(&s, &pools, now, Instant::now());
+        let evaluated = decide::evaluate(&s, &pools, now, Instant::now(), &instances);
         if !decide::same_candidates(command, &evaluated) {
             return None;
         }
