@@ -104,7 +104,10 @@ impl<C: CloudProvider> Disruption<C> {
     async fn instances(&self) -> Arc<BTreeMap<String, Instance>> {
         let mut cached = self.instances.lock().await;
         let now = Instant::now();
-        if cached.0.is_none_or(|at| now.duration_since(at) >= INSTANCES_EVERY) {
+        if cached
+            .0
+            .is_none_or(|at| now.duration_since(at) >= INSTANCES_EVERY)
+        {
             match self.ctx.cloud.list().await {
                 Ok(list) => {
                     *cached = (
