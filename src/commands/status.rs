@@ -16,9 +16,10 @@ use kube::api::ListParams;
 use serde::Serialize;
 
 use crate::kube::config_map as kube_config;
-use crate::printer::Printer;
+use crate::printer::{Printer, schema};
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Claim {
     name: String,
     node_pool: String,
@@ -35,6 +36,7 @@ struct Claim {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Status {
     node_claims: Vec<Claim>,
     ready: usize,
@@ -46,7 +48,7 @@ struct Status {
 pub fn run(context: Option<&str>, printer: &Printer) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let status = runtime.block_on(read(context))?;
-    printer.result(&status, text)?;
+    printer.result(schema::STATUS, &status, text)?;
     Ok(ExitCode::SUCCESS)
 }
 
