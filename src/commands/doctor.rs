@@ -126,8 +126,12 @@ async fn read(args: &DoctorArgs) -> anyhow::Result<Report> {
 
     let mut facts = Facts {
         current,
+        crds: Default::default(),
+        deployment: None,
         leader: objects::controller_running(&kube).await?,
-        ..Facts::default()
+        service_account_role: None,
+        node_pools: Vec::new(),
+        node_classes: Vec::new(),
     };
     let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
     for name in desired.crds.keys() {
@@ -167,7 +171,7 @@ async fn read(args: &DoctorArgs) -> anyhow::Result<Report> {
         .context("reading the controller's Deployment")?;
     facts.deployment = deployment.map(|d| {
         (
-            d.spec.and_then(|s| s.replicas).unwrap_or(1),
+            d.spec.replicas.unwrap_or(1),
             d.status.and_then(|s| s.ready_replicas).unwrap_or(0),
         )
     });

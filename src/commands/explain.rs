@@ -246,7 +246,7 @@ mod tests {
         assert!(text(&e).contains("NodePool gpu:"));
         let json = crate::printer::document(schema::EXPLAIN_POD, &PodReport::from(&e));
         assert_eq!(
-            crate::printer::non_camel_case_fields(&json, &[]),
+            crate::printer::non_camel_case_fields(&json, &["extended"]),
             Vec::<String>::new()
         );
         assert_eq!(json["pod"], "ml/inference-0");

@@ -625,7 +625,7 @@ mod tests {
         // The documented top-level shape (docs/simulate-json.md).
         let json = crate::printer::document(schema::SIMULATE, &report);
         assert_eq!(
-            crate::printer::non_camel_case_fields(&json, &[]),
+            crate::printer::non_camel_case_fields(&json, &["extended"]),
             Vec::<String>::new()
         );
         let memory = json["nodeClaims"][0]["allocatable"]["memory"]

@@ -65,7 +65,7 @@ pub struct CrdFacts {
 }
 
 /// Everything doctor read, beyond init's [`Current`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Facts {
     pub current: Current,
     /// Each of karpctl's CRDs that exists, by name.

@@ -176,7 +176,7 @@ mod tests {
             );
             let p = plan(&d, &Current::default()).unwrap();
             let (mut objects, mut crds, mut roles, mut policies, mut rules, mut queues) =
-                (0, 0, 0, 0, 0, 0);
+                (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
             for op in p.items.iter().flat_map(|i| &i.ops) {
                 match op {
                     InitOp::ApplyObject { object } => {
@@ -199,7 +199,7 @@ mod tests {
                         assert_eq!(body["metadata"]["name"], name.as_str());
                         let applied = desired_crds()
                             .into_iter()
-                            .find(|c| c.metadata.name.as_deref() == Some(name))
+                            .find(|c| c.metadata.name.as_deref() == Some(name.as_str()))
                             .unwrap();
                         assert_eq!(body, &serde_json::to_value(applied).unwrap());
                     }
