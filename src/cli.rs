@@ -38,7 +38,7 @@ pub enum Command {
     /// from flags, a karpctl.yaml (`-f`), or — in a terminal without --cluster — a guided setup.
     Init(InitArgs),
     /// Show what the controller launched: every NodeClaim with its type, capacity type, zone,
-    /// node, readiness and $/hour, and how many pods run and wait.
+    /// node, readiness and $/hour, how many pods run and wait, and why the pending ones wait.
     Status {
         /// kubeconfig context (default: the current context, as kubectl uses).
         #[arg(long)]

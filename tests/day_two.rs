@@ -59,6 +59,8 @@ fn contained(rendered: &Value, live: &Value, path: &str, out: &mut Vec<String>) 
             }
         }
         (r, l) if r == l => {}
+        // JSON has one number type: a schema's `minimum: 0.0` is the server's `0`.
+        (Value::Number(r), Value::Number(l)) if r.as_f64() == l.as_f64() => {}
         (r, l) => out.push(format!("{path}: rendered {r}, cluster has {l}")),
     }
 }
