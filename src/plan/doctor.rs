@@ -794,6 +794,27 @@ mod tests {
     }
 
     #[test]
+    fn on_a_config_map_cluster_node_access_is_the_aws_auth_row() {
+        let mut c = cluster();
+        c.authentication_mode = "CONFIG_MAP".into();
+        let d = Desired::new(c, &Options::default()).unwrap();
+        let mut f = healthy(&d);
+        f.current.access_entry = None;
+        f.current.aws_auth = Some(format!(
+            "- rolearn: {}\n  username: system:node:{{{{EC2PrivateDNSName}}}}\n  groups:\n    - system:bootstrappers\n    - system:nodes\n",
+            d.node_role.arn
+        ));
+        assert!(node_access(&d, &f).ok, "{:?}", node_access(&d, &f));
+        f.current.aws_auth =
+            Some("- rolearn: arn:aws:iam::1:role/other\n  groups: [system:nodes]\n".into());
+        let check = node_access(&d, &f);
+        assert!(
+            !check.ok && check.detail.contains(&d.node_role.arn),
+            "{check:?}"
+        );
+    }
+
+    #[test]
     fn an_old_tutorials_role_is_named_with_the_role_init_created() {
         let d = desired();
         let mut f = healthy(&d);
