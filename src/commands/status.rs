@@ -427,6 +427,8 @@ mod tests {
                 PodVerdict::Nominated("Pod should schedule on: nodeclaim/default-x".into()),
             ),
         ]);
+        let no_leader: Result<String, String> =
+            Err("Lease kube-system/karpenter-leader-election has no holder".into());
         let not_ready = [PoolProblem {
             name: "gpu".into(),
             why: "NodeClassReady: EC2NodeClass gpu is not ready".into(),
@@ -480,7 +482,7 @@ mod tests {
                 pods(&["a", "d"]),
                 1,
                 &[],
-                &Err("Lease kube-system/karpenter-leader-election has no holder".into()),
+                &no_leader,
                 vec![(
                     "no controller is running: Lease kube-system/karpenter-leader-election has no holder",
                     2,
