@@ -38,7 +38,7 @@ pub enum Command {
     /// from flags, a karpctl.yaml (`-f`), or — in a terminal without --cluster — a guided setup.
     Init(InitArgs),
     /// Show what the controller launched: every NodeClaim with its type, capacity type, zone,
-    /// node, readiness and $/hour, and how many pods run and wait.
+    /// node, readiness and $/hour, how many pods run and wait, and why the pending ones wait.
     Status {
         /// kubeconfig context (default: the current context, as kubectl uses).
         #[arg(long)]
@@ -89,6 +89,41 @@ pub enum Command {
         #[command(flatten)]
         catalogue: CatalogueArgs,
     },
+    /// Check an installed cluster, read-only: one pass/fail line per check, with the fix.
+    ///
+    /// The node role and instance profiles, the controller's identity (Pod Identity
+    /// association or IRSA trust), node access (access entry or aws-auth), discovery tags,
+    /// the CRDs' version, the controller Ready with a leader, every NodePool and EC2NodeClass
+    /// Ready, the interruption queue and its policy, and all five rules targeting it.
+    /// Exit code 1 when any check fails.
+    Doctor(DoctorArgs),
+    /// Write what `init` would apply to the cluster as plain manifests, for GitOps.
+    ///
+    /// The CRDs, the controller's ServiceAccount, RBAC, Deployment, PDB and Service, and the
+    /// default EC2NodeClass and NodePool — built by the same code as `init` from the same
+    /// settings — as one YAML stream on stdout, or with --out-dir a kustomize-ready directory
+    /// plus the AWS side (IAM policy and trust documents, queue policy, rule patterns) for
+    /// review. Reads the cluster's description from AWS; changes nothing anywhere. The AWS
+    /// side itself is still created by `init` (or your own tooling from these documents).
+    Render(RenderArgs),
+    /// Print a shell completion script for karpctl on stdout.
+    ///
+    /// bash: `karpctl completion bash > ~/.local/share/bash-completion/completions/karpctl`;
+    /// zsh: `karpctl completion zsh > "${fpath[1]}/_karpctl"`; fish:
+    /// `karpctl completion fish > ~/.config/fish/completions/karpctl.fish`; PowerShell:
+    /// `karpctl completion powershell | Out-String | Invoke-Expression` in your $PROFILE.
+    Completion {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write karpctl's manual pages: karpctl.1 and one page per subcommand (karpctl-init.1, ...).
+    Man {
+        /// Directory to write the pages into (created if missing); without it, karpctl.1 goes
+        /// to stdout.
+        #[arg(long = "out-dir", value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// List instance types: all of the catalogue, or those a NodePool allows, with capacity,
     /// allocatable, max pods, price per offering and labels.
     InstanceTypes {
@@ -106,9 +141,14 @@ pub enum Command {
 /// Where instance types and prices come from.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CatalogueArgs {
-    /// AWS region; prices outside us-east-1 fall back to us-east-1 figures.
-    #[arg(long, default_value = "us-east-1")]
-    pub region: String,
+    /// AWS region [default: resolved as the AWS CLI does: AWS_REGION, then the profile,
+    /// else us-east-1]. Prices are the shipped us-east-1 list, scaled per region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS profile whose `region` is used (default: AWS_PROFILE, then `default`); no
+    /// credentials are needed.
+    #[arg(long)]
+    pub profile: Option<String>,
     /// Availability zones to offer capacity in (default: <region>a,b,c).
     #[arg(long, value_delimiter = ',')]
     pub zones: Vec<String>,
@@ -126,6 +166,43 @@ pub struct CatalogueArgs {
 /// `karpctl init`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InitArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Print the plan and exit without changing anything.
+    #[arg(long)]
+    pub plan: bool,
+    /// Apply without asking for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// With --plan: exit 0 when there is nothing to do, 2 when there are changes.
+    #[arg(long = "detailed-exitcode")]
+    pub detailed_exitcode: bool,
+    /// Print the IAM policy that whoever runs init and uninstall for this cluster needs
+    /// (docs/iam.md), and change nothing.
+    #[arg(long = "print-installer-policy")]
+    pub print_installer_policy: bool,
+    /// Take over IAM roles, policies, the interruption queue and rules that already exist
+    /// with init's names but are not karpctl's (the plan names each); without it init stops.
+    #[arg(long)]
+    pub adopt: bool,
+}
+
+/// `karpctl render`'s flags: init's settings, and where the manifests go.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Write a directory instead of one YAML stream on stdout: `cluster/` (one file per
+    /// object and a kustomization.yaml) and `aws/` (the IAM policy and trust documents, the
+    /// queue policy and the rules' event patterns). Existing files of the same names are
+    /// replaced.
+    #[arg(long = "out-dir", value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
+/// What `init` decides, shared by `init` and `render` so both build the same desired state.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SettingsArgs {
     /// The EKS cluster to set up (asked in a terminal when missing; required otherwise).
     #[arg(long)]
     pub cluster: Option<String>,
@@ -141,15 +218,6 @@ pub struct InitArgs {
     /// kubeconfig context for the cluster (default: the current context, as kubectl uses).
     #[arg(long)]
     pub context: Option<String>,
-    /// Print the plan and exit without changing anything.
-    #[arg(long)]
-    pub plan: bool,
-    /// Apply without asking for confirmation.
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-    /// With --plan: exit 0 when there is nothing to do, 2 when there are changes.
-    #[arg(long = "detailed-exitcode")]
-    pub detailed_exitcode: bool,
     /// How the controller gets AWS credentials (default: Pod Identity when the cluster
     /// supports it, else IRSA).
     #[arg(long, value_enum)]
@@ -172,14 +240,23 @@ pub struct InitArgs {
     /// The default NodePool's CPU limit, in cores (default: 1000).
     #[arg(long = "cpu-limit")]
     pub cpu_limit: Option<String>,
-    /// Print the IAM policy that whoever runs init and uninstall for this cluster needs
-    /// (docs/iam.md), and change nothing.
-    #[arg(long = "print-installer-policy")]
-    pub print_installer_policy: bool,
-    /// Take over IAM roles, policies, the interruption queue and rules that already exist
-    /// with init's names but are not karpctl's (the plan names each); without it init stops.
+}
+
+/// `karpctl doctor`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// The EKS cluster to check.
     #[arg(long)]
-    pub adopt: bool,
+    pub cluster: String,
+    /// AWS region (default: resolved as the AWS CLI does: AWS_REGION, then the profile).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS profile from ~/.aws/config (default: AWS_PROFILE, then `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// kubeconfig context for the cluster (default: the current context, as kubectl uses).
+    #[arg(long)]
+    pub context: Option<String>,
 }
 
 /// `karpctl uninstall`'s flags.

@@ -11,7 +11,7 @@ use dialoguer::theme::ColorfulTheme;
 use dialoguer::{Confirm, Input, MultiSelect, Select};
 
 use crate::aws::Aws;
-use crate::cli::InitArgs;
+use crate::cli::SettingsArgs;
 use crate::printer::Printer;
 use crate::setup::{Identity, SetupFile};
 
@@ -28,7 +28,7 @@ fn prompt_err(e: dialoguer::Error) -> anyhow::Error {
     anyhow::anyhow!("guided setup cancelled ({e}); nothing was changed")
 }
 
-pub async fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<SetupFile> {
+pub async fn run(args: &SettingsArgs, printer: &Printer) -> anyhow::Result<SetupFile> {
     let theme = ColorfulTheme::default();
     printer.progress(
         "karpctl guided setup: a few questions, each with the usual answer preselected (Enter takes it).",

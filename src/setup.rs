@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{IdentityArg, InitArgs};
+use crate::cli::{IdentityArg, SettingsArgs};
 use crate::plan::controller::{ControllerSettings, NodePoolSettings};
 use crate::plan::init::{IdentityMode, Options};
 
@@ -118,7 +118,7 @@ impl SetupFile {
     }
 
     /// Flags given on the command line win over the file.
-    pub fn apply_flags(&mut self, args: &InitArgs) {
+    pub fn apply_flags(&mut self, args: &SettingsArgs) {
         if let Some(c) = &args.cluster {
             self.cluster = c.clone();
         }

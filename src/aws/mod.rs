@@ -42,6 +42,28 @@ impl Aws {
         Ok(Self::from_config(&config, region))
     }
 
+    /// The region as `connect` resolves it, for commands that only need its name (pricing,
+    /// zones): `--region`, then `AWS_REGION`/`AWS_DEFAULT_REGION`, then the profile's
+    /// `region` (`--profile`, else `AWS_PROFILE`, else `default`). Never asks the instance
+    /// metadata service, so offline commands stay offline and fast. None when nothing says.
+    pub async fn region_name(profile: Option<&str>, region: Option<&str>) -> Option<String> {
+        use aws_config::meta::region::RegionProviderChain;
+        if let Some(region) = region {
+            return Some(region.to_string());
+        }
+        let mut profile_region = aws_config::profile::ProfileFileRegionProvider::builder();
+        if let Some(profile) = profile {
+            profile_region = profile_region.profile_name(profile);
+        }
+        RegionProviderChain::first_try(
+            aws_config::environment::EnvironmentVariableRegionProvider::new(),
+        )
+        .or_else(profile_region.build())
+        .region()
+        .await
+        .map(|r| r.to_string())
+    }
+
     fn from_config(config: &SdkConfig, region: String) -> Self {
         Self {
             region,

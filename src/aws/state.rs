@@ -146,6 +146,39 @@ impl Aws {
         }))
     }
 
+    /// Whether an IAM role of this name exists (doctor: the role an EC2NodeClass names).
+    pub async fn role_exists(&self, name: &str) -> Result<bool> {
+        let got = self
+            .iam
+            .get_role()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("iam:GetRole", e));
+        Ok(absent_if(got, NO_SUCH_ENTITY)?.is_some())
+    }
+
+    /// The role names an instance profile holds; None when it does not exist.
+    pub async fn instance_profile_roles(&self, name: &str) -> Result<Option<Vec<String>>> {
+        let got = self
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("iam:GetInstanceProfile", e));
+        Ok(absent_if(got, NO_SUCH_ENTITY)?.map(|out| {
+            out.instance_profile()
+                .map(|p| {
+                    p.roles()
+                        .iter()
+                        .map(|r| r.role_name().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
+    }
+
     async fn queue(&self, name: &str) -> Result<Option<Queue>> {
         let got = self
             .sqs

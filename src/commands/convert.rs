@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use karpctl_api::manifest::{self, Object};
 
-use crate::printer::Printer;
+use crate::printer::{Printer, schema};
 
 pub fn run(files: &[PathBuf], printer: &Printer) -> anyhow::Result<ExitCode> {
     let mut inputs = Vec::with_capacity(files.len());
@@ -47,6 +47,6 @@ pub fn run(files: &[PathBuf], printer: &Printer) -> anyhow::Result<ExitCode> {
     }
     let objects: Vec<serde_json::Value> = manifests.objects.iter().map(Object::to_value).collect();
     let yaml = manifest::to_yaml(&objects).context("rendering YAML")?;
-    printer.result(&manifest::to_json(&manifests), |_| yaml)?;
+    printer.result(schema::CONVERT, &manifest::to_json(&manifests), |_| yaml)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use karpctl_scheduling::Scheduler;
-use karpctl_scheduling::explain::Explanation;
+use karpctl_scheduling::explain::{Explanation, NodePoolVerdict, Verdict};
 
 use crate::cli::CatalogueArgs;
-use crate::commands::simulate::source;
+use crate::commands::simulate::{ResourceReport, source};
 use crate::nodepools::node_pools;
-use crate::printer::Printer;
+use crate::printer::{Printer, schema};
 use crate::workloads;
 
 fn text(e: &Explanation) -> String {
@@ -62,12 +62,38 @@ pub fn run(
     printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
     let cluster = workloads::read(files)?;
-    let (pools, _) = node_pools(&cluster.node_pools, &cluster.node_classes, &source(args))?;
+    let (pools, _) = node_pools(&cluster.node_pools, &cluster.node_classes, &source(args)?)?;
     let target = workloads::find_pod(&cluster, pod)?;
     let scheduler = Scheduler::new(pools, cluster.nodes.clone(), cluster.daemon_sets.clone());
     let explanation = scheduler.explain(target);
-    printer.result(&explanation, text)?;
+    printer.result(schema::EXPLAIN_POD, &PodReport::from(&explanation), |r| {
+        text(r.explanation)
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `explain POD --output json` prints (`docs/json.md`): the request as quantities.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodReport<'a> {
+    pod: &'a str,
+    requests: ResourceReport,
+    nodes: &'a [Verdict],
+    node_pools: &'a [NodePoolVerdict],
+    #[serde(skip)]
+    explanation: &'a Explanation,
+}
+
+impl<'a> From<&'a Explanation> for PodReport<'a> {
+    fn from(e: &'a Explanation) -> Self {
+        Self {
+            pod: &e.pod,
+            requests: (&e.requests).into(),
+            nodes: &e.nodes,
+            node_pools: &e.node_pools,
+            explanation: e,
+        }
+    }
 }
 
 /// What `explain node` prints: the claim's disruption verdict as the controller wrote it.
@@ -176,7 +202,7 @@ pub fn node(name: &str, context: Option<&str>, printer: &Printer) -> anyhow::Res
             verdict: status.disruption.clone(),
         })
     })?;
-    printer.result(&verdict, node_text)?;
+    printer.result(schema::EXPLAIN_NODE, &verdict, node_text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -190,14 +216,19 @@ mod tests {
         let cluster =
             workloads::read(&[dir.join("nodepools.yaml"), dir.join("workloads.yaml")]).unwrap();
         let args = CatalogueArgs {
-            region: "us-east-1".into(),
+            region: Some("us-east-1".into()),
+            profile: None,
             zones: Vec::new(),
             instance_types: None,
             spot: false,
             no_spot: false,
         };
-        let (pools, _) =
-            node_pools(&cluster.node_pools, &cluster.node_classes, &source(&args)).unwrap();
+        let (pools, _) = node_pools(
+            &cluster.node_pools,
+            &cluster.node_classes,
+            &source(&args).unwrap(),
+        )
+        .unwrap();
         let pod = workloads::find_pod(&cluster, "ml/inference-0").unwrap();
         let e = Scheduler::new(pools, Vec::new(), cluster.daemon_sets.clone()).explain(pod);
         let general = e
@@ -213,6 +244,15 @@ mod tests {
                 .any(|t| t.fits && t.name == "g4dn.xlarge")
         );
         assert!(text(&e).contains("NodePool gpu:"));
+        let json = crate::printer::document(schema::EXPLAIN_POD, &PodReport::from(&e));
+        assert_eq!(
+            crate::printer::non_camel_case_fields(&json, &["extended"]),
+            Vec::<String>::new()
+        );
+        assert_eq!(json["pod"], "ml/inference-0");
+        assert_eq!(json["nodePools"][1]["nodePool"], "gpu", "{json}");
+        karpctl_cloud::parse_quantity_milli(json["requests"]["memory"].as_str().unwrap())
+            .expect("a Kubernetes quantity");
         assert!(workloads::find_pod(&cluster, "nope").is_err());
     }
 }

@@ -12,17 +12,18 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::aws::Aws;
-use crate::cli::InitArgs;
+use crate::cli::{InitArgs, SettingsArgs};
 use crate::kube::aws_auth::MapRole;
 use crate::kube::cluster_state;
 use crate::kube::config_map as kube_config;
 use crate::plan::init::{self, Desired, IdentityMode};
 use crate::plan::{self, Applied, Executor, PlanDocument};
-use crate::printer::Printer;
+use crate::printer::{Printer, schema};
 use crate::setup::SetupFile;
 
 /// `--output json` for an apply: the plan and what was applied, in one document.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct InitResult<'a> {
     cluster: &'a init::Cluster,
     identity: IdentityMode,
@@ -37,26 +38,7 @@ pub fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
-    let setup = match &args.file {
-        Some(path) => {
-            let mut setup = SetupFile::load(path)?;
-            setup.apply_flags(args);
-            setup
-        }
-        None => match &args.cluster {
-            Some(cluster) => {
-                let mut setup = SetupFile::new(cluster);
-                setup.apply_flags(args);
-                setup
-            }
-            None if std::io::stdin().is_terminal() && !printer.is_json() => {
-                crate::guide::run(args, printer).await?
-            }
-            None => bail!(
-                "no cluster given: pass --cluster NAME, or -f karpctl.yaml; run `karpctl init` in a terminal for the guided setup"
-            ),
-        },
-    };
+    let setup = settings(&args.settings, printer, true).await?;
     let aws = Aws::connect(setup.profile.as_deref(), setup.region.as_deref())
         .await
         .context("resolving AWS configuration")?;
@@ -73,42 +55,7 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
         println!("{}", serde_json::to_string_pretty(&policy)?);
         return Ok(ExitCode::SUCCESS);
     }
-    printer.progress(format!(
-        "Discovering EKS cluster {} in {}...",
-        setup.cluster, aws.region
-    ));
-    let cluster = aws
-        .discover(&setup.cluster)
-        .await
-        .context("discovering the cluster")?;
-    printer.progress(format!(
-        "Cluster {} (Kubernetes {}, authentication mode {}) in account {} as {}; {} node group{}.",
-        cluster.name,
-        cluster.version,
-        cluster.authentication_mode,
-        cluster.account,
-        cluster.caller_arn,
-        cluster.node_groups.len(),
-        if cluster.node_groups.len() == 1 {
-            ""
-        } else {
-            "s"
-        }
-    ));
-    let mut options = setup.options();
-    options.adopt = args.adopt;
-    let desired = Desired::new(cluster, &options)?;
-    printer.progress(format!(
-        "Controller identity: {}{} for {}/{}.",
-        desired.identity,
-        if options.identity.is_some() {
-            ""
-        } else {
-            " (chosen automatically; --identity overrides)"
-        },
-        desired.namespace,
-        desired.service_account
-    ));
+    let desired = desired(&setup, &aws, args.adopt, printer).await?;
     let mut current = aws
         .current(&desired)
         .await
@@ -139,7 +86,9 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
     }
 
     if args.plan {
-        printer.result(&result(&desired, &plan, None), |_| plan.render())?;
+        printer.result(schema::INIT, &result(&desired, &plan, None), |_| {
+            plan.render()
+        })?;
         return Ok(if args.detailed_exitcode && plan.has_changes() {
             ExitCode::from(2)
         } else {
@@ -147,12 +96,12 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
         });
     }
 
-    if !printer.is_json() {
-        printer.result(&(), |_| plan.render())?;
-    }
+    printer.text(plan.render())?;
     if !plan.has_changes() {
         if printer.is_json() {
-            printer.result(&result(&desired, &plan, None), |_| String::new())?;
+            printer.result(schema::INIT, &result(&desired, &plan, None), |_| {
+                String::new()
+            })?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -165,10 +114,89 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
         printer,
     };
     let applied = plan::apply(&plan, &executor, |line| printer.progress(line)).await?;
-    printer.result(&result(&desired, &plan, Some(&applied)), |_| {
-        format!("\n{}", applied.render())
-    })?;
+    printer.result(
+        schema::INIT,
+        &result(&desired, &plan, Some(&applied)),
+        |_| format!("\n{}", applied.render()),
+    )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// init's settings: a karpctl.yaml (`-f`) with flags on top, or flags alone, or — in a
+/// terminal without `--cluster` and when `guided` — the guided setup.
+pub async fn settings(
+    args: &SettingsArgs,
+    printer: &Printer,
+    guided: bool,
+) -> anyhow::Result<SetupFile> {
+    Ok(match &args.file {
+        Some(path) => {
+            let mut setup = SetupFile::load(path)?;
+            setup.apply_flags(args);
+            setup
+        }
+        None => match &args.cluster {
+            Some(cluster) => {
+                let mut setup = SetupFile::new(cluster);
+                setup.apply_flags(args);
+                setup
+            }
+            None if guided && std::io::stdin().is_terminal() && !printer.is_json() => {
+                crate::guide::run(args, printer).await?
+            }
+            None if guided => bail!(
+                "no cluster given: pass --cluster NAME, or -f karpctl.yaml; run `karpctl init` in a terminal for the guided setup"
+            ),
+            None => bail!("no cluster given: pass --cluster NAME, or -f karpctl.yaml"),
+        },
+    })
+}
+
+/// Discovery (read-only), then everything init wants the cluster and account to hold: the
+/// one desired state `init` plans from and `render` writes out.
+pub async fn desired(
+    setup: &SetupFile,
+    aws: &Aws,
+    adopt: bool,
+    printer: &Printer,
+) -> anyhow::Result<Desired> {
+    printer.progress(format!(
+        "Discovering EKS cluster {} in {}...",
+        setup.cluster, aws.region
+    ));
+    let cluster = aws
+        .discover(&setup.cluster)
+        .await
+        .context("discovering the cluster")?;
+    printer.progress(format!(
+        "Cluster {} (Kubernetes {}, authentication mode {}) in account {} as {}; {} node group{}.",
+        cluster.name,
+        cluster.version,
+        cluster.authentication_mode,
+        cluster.account,
+        cluster.caller_arn,
+        cluster.node_groups.len(),
+        if cluster.node_groups.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
+    ));
+    let mut options = setup.options();
+    options.adopt = adopt;
+    let desired = Desired::new(cluster, &options)?;
+    printer.progress(format!(
+        "Controller identity: {}{} for {}/{}.",
+        desired.identity,
+        if options.identity.is_some() {
+            ""
+        } else {
+            " (chosen automatically; --identity overrides)"
+        },
+        desired.namespace,
+        desired.service_account
+    ));
+    Ok(desired)
 }
 
 /// AWS calls go to AWS; the aws-auth row, CRDs, the karpctl-state record and the Cluster

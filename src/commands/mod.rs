@@ -1,9 +1,12 @@
 //! One module per subcommand; `run` dispatches and returns the process exit code.
 
+mod completion;
 mod convert;
+mod doctor;
 mod explain;
 mod init;
 mod instance_types;
+mod render;
 mod simulate;
 mod status;
 mod uninstall;
@@ -20,6 +23,10 @@ pub fn run(command: Command, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::run(&args, printer),
         Command::Uninstall(args) => uninstall::run(&args, printer),
         Command::Status { context } => status::run(context.as_deref(), printer),
+        Command::Doctor(args) => doctor::run(&args, printer),
+        Command::Render(args) => render::run(&args, printer),
+        Command::Completion { shell } => completion::completion(shell),
+        Command::Man { out_dir } => completion::man(out_dir.as_deref()),
         Command::Convert { files } => convert::run(&files, printer),
         Command::Simulate { files, catalogue } => simulate::run(&files, &catalogue, printer),
         Command::Explain {

@@ -7,23 +7,20 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use karpctl_cloud::resources::{format_bytes, format_cpu};
+use anyhow::Context as _;
+use karpctl_cloud::resources::{format_cpu, quantity_bytes};
 use karpctl_scheduling::checker::{Input, verify};
 use karpctl_scheduling::{Pod, Resources, Results, Scheduler};
 use serde::Serialize;
 
 use crate::cli::CatalogueArgs;
 use crate::nodepools::{CatalogueSource, node_pools};
-use crate::printer::Printer;
+use crate::printer::{Printer, schema};
 use crate::workloads;
-
-/// Version of the JSON document; bumped only on incompatible changes.
-pub const SCHEMA: &str = "karpctl.simulate/v1";
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
-    pub schema: &'static str,
     pub region: String,
     pub summary: Summary,
     pub node_claims: Vec<NodeClaimReport>,
@@ -104,7 +101,7 @@ impl From<&Resources> for ResourceReport {
     fn from(r: &Resources) -> Self {
         Self {
             cpu: format_cpu(r.cpu),
-            memory: format_bytes(r.memory),
+            memory: quantity_bytes(r.memory),
             pods: r.pods,
             extended: r.extended.clone(),
         }
@@ -323,14 +320,30 @@ pub fn consolidation(
     })
 }
 
-pub fn source(args: &CatalogueArgs) -> CatalogueSource {
-    CatalogueSource {
-        region: args.region.clone(),
+/// Where the catalogue comes from. The region is resolved as `init` resolves it (`--region`,
+/// `AWS_REGION`, the profile), without credentials or the network; us-east-1 when nothing
+/// names one.
+pub fn source(args: &CatalogueArgs) -> anyhow::Result<CatalogueSource> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let region = runtime
+        .block_on(crate::aws::Aws::region_name(
+            args.profile.as_deref(),
+            args.region.as_deref(),
+        ))
+        .unwrap_or_else(|| DEFAULT_REGION.to_string());
+    Ok(CatalogueSource {
+        region,
         zones: args.zones.clone(),
         spot: !args.no_spot,
         file: args.instance_types.clone(),
-    }
+    })
 }
+
+/// The region of the shipped price list, used when nothing names a region.
+const DEFAULT_REGION: &str = "us-east-1";
 
 fn ratio(used: i64, of: i64) -> f64 {
     if of > 0 {
@@ -377,7 +390,6 @@ pub fn report(pods: &[Pod], results: &Results, region: &str, notes: Vec<String>)
     let on_existing: usize = results.existing.iter().map(|e| e.pods.len()).sum();
     let on_new: usize = results.node_claims.iter().map(|c| c.pods.len()).sum();
     Report {
-        schema: SCHEMA,
         region: region.to_string(),
         summary: Summary {
             pods: pods.len(),
@@ -519,8 +531,8 @@ pub fn text(r: &Report) -> String {
 
 pub fn run(files: &[PathBuf], args: &CatalogueArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let cluster = workloads::read(files)?;
-    let (pools, pool_notes) =
-        node_pools(&cluster.node_pools, &cluster.node_classes, &source(args))?;
+    let source = source(args)?;
+    let (pools, pool_notes) = node_pools(&cluster.node_pools, &cluster.node_classes, &source)?;
     let mut notes = cluster.notes.clone();
     notes.extend(pool_notes);
     if pools.is_empty() {
@@ -549,9 +561,9 @@ pub fn run(files: &[PathBuf], args: &CatalogueArgs, printer: &Printer) -> anyhow
             violations.join("; ")
         );
     }
-    let mut report = report(&cluster.pods, &results, &args.region, notes);
+    let mut report = report(&cluster.pods, &results, &source.region, notes);
     report.consolidation = consolidation(&pools, &cluster);
-    printer.result(&report, text)?;
+    printer.result(schema::SIMULATE, &report, text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -567,7 +579,8 @@ mod tests {
 
     fn args() -> CatalogueArgs {
         CatalogueArgs {
-            region: "us-east-1".into(),
+            region: Some("us-east-1".into()),
+            profile: None,
             zones: Vec::new(),
             instance_types: None,
             spot: false,
@@ -583,8 +596,12 @@ mod tests {
             example("nodes.yaml"),
         ];
         let cluster = workloads::read(&files).unwrap();
-        let (pools, _) =
-            node_pools(&cluster.node_pools, &cluster.node_classes, &source(&args())).unwrap();
+        let (pools, _) = node_pools(
+            &cluster.node_pools,
+            &cluster.node_classes,
+            &source(&args()).unwrap(),
+        )
+        .unwrap();
         let results = Scheduler::new(pools, cluster.nodes.clone(), cluster.daemon_sets.clone())
             .solve(&cluster.pods);
         let report = report(&cluster.pods, &results, "us-east-1", Vec::new());
@@ -606,7 +623,15 @@ mod tests {
                 .any(|c| c.node_pool == "gpu" && c.instance_type.starts_with('g'))
         );
         // The documented top-level shape (docs/simulate-json.md).
-        let json = serde_json::to_value(&report).unwrap();
+        let json = crate::printer::document(schema::SIMULATE, &report);
+        assert_eq!(
+            crate::printer::non_camel_case_fields(&json, &["extended"]),
+            Vec::<String>::new()
+        );
+        let memory = json["nodeClaims"][0]["allocatable"]["memory"]
+            .as_str()
+            .unwrap();
+        karpctl_cloud::parse_quantity_milli(memory).expect("a Kubernetes quantity");
         for key in [
             "schema",
             "region",
@@ -638,7 +663,7 @@ mod tests {
                 "missing nodeClaims[].{key}"
             );
         }
-        assert_eq!(json["schema"], SCHEMA);
+        assert_eq!(json["schema"], "karpctl.simulate/v1");
         let text = text(&report);
         assert!(text.contains("Plan: "), "{text}");
     }
@@ -689,7 +714,7 @@ mod tests {
             let path = dir.join(format!("case-{i}.yaml"));
             std::fs::write(&path, yaml).unwrap();
             let err = workloads::read(std::slice::from_ref(&path))
-                .and_then(|c| node_pools(&c.node_pools, &c.node_classes, &source(&args())))
+                .and_then(|c| node_pools(&c.node_pools, &c.node_classes, &source(&args())?))
                 .map(|_| ())
                 .unwrap_err();
             let text = format!("{err:#}");

@@ -19,9 +19,10 @@ use crate::kube::objects;
 use crate::plan::init::{Desired, IdentityMode, Options, SETTINGS_KEY};
 use crate::plan::uninstall::{self, UninstallOp};
 use crate::plan::{self, Applied, Executor, PlanDocument};
-use crate::printer::Printer;
+use crate::printer::{Printer, schema};
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct UninstallResult<'a> {
     cluster: &'a str,
     plan: PlanDocument<'a>,
@@ -87,6 +88,7 @@ async fn run_async(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Ex
 
     if args.plan {
         printer.result(
+            schema::UNINSTALL,
             &UninstallResult {
                 cluster,
                 plan: plan.document(),
@@ -102,9 +104,7 @@ async fn run_async(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Ex
         });
     }
 
-    if !printer.is_json() {
-        printer.result(&(), |_| render())?;
-    }
+    printer.text(render())?;
     let applied = if plan.has_changes() {
         if !args.yes {
             super::init::confirm()?;
@@ -132,9 +132,9 @@ async fn run_async(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Ex
         warnings: warnings.clone(),
     };
     if printer.is_json() {
-        printer.result(&result, |_| String::new())?;
+        printer.result(schema::UNINSTALL, &result, |_| String::new())?;
     } else if let Some(applied) = &applied {
-        printer.result(&(), |_| format!("\n{}", applied.render()))?;
+        printer.text(format!("\n{}", applied.render()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

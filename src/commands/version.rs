@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::printer::Printer;
+use crate::printer::{Printer, schema};
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Version {
     karpctl: &'static str,
     karpenter_apis: [&'static str; 2],
@@ -17,7 +18,7 @@ pub fn run(printer: &Printer) -> anyhow::Result<ExitCode> {
         karpctl: env!("CARGO_PKG_VERSION"),
         karpenter_apis: ["karpenter.sh/v1", "karpenter.k8s.aws/v1"],
     };
-    printer.result(&version, |out| {
+    printer.result(schema::VERSION, &version, |out| {
         format!(
             "karpctl {}\nAPIs: {}\n",
             out.karpctl,

@@ -56,6 +56,14 @@ pub enum AwsAuthError {
     FlowStyle(String),
 }
 
+/// Whether `mapRoles` has a row for `rolearn` in `system:nodes` (unreadable: no).
+pub fn has_node_role(map_roles: &str, rolearn: &str) -> bool {
+    parse(map_roles).is_ok_and(|rows| {
+        rows.iter()
+            .any(|r| r.rolearn == rolearn && r.groups.iter().any(|g| g == "system:nodes"))
+    })
+}
+
 fn parse(map_roles: &str) -> Result<Vec<MapRole>, AwsAuthError> {
     if is_empty(map_roles) {
         return Ok(Vec::new());

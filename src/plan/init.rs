@@ -64,6 +64,7 @@ impl std::fmt::Display for IdentityMode {
 
 /// What discovery learned about the cluster and account (read-only).
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Cluster {
     pub name: String,
     pub region: String,
@@ -85,6 +86,7 @@ pub struct Cluster {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NodeGroup {
     pub name: String,
     pub subnets: Vec<String>,
@@ -1454,10 +1456,10 @@ fn tag_items(items: &mut Vec<Item<InitOp>>, d: &Desired, cur: &Current) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn cluster() -> Cluster {
+    pub(crate) fn cluster() -> Cluster {
         Cluster {
             name: "demo".into(),
             region: "us-west-2".into(),
@@ -1492,7 +1494,7 @@ mod tests {
     }
 
     /// The state a completed init leaves: every resource as desired.
-    fn converged(d: &Desired) -> Current {
+    pub(crate) fn converged(d: &Desired) -> Current {
         let role = |spec: &RoleSpec| Role {
             trust: spec.trust.clone(),
             tags: d.tags.clone(),

@@ -5,10 +5,12 @@
 //! `uninstall`) build a `Plan<Op>` with their own operation type and an [`Executor`] for it.
 
 pub mod controller;
+pub mod doctor;
 pub mod iam_policies;
 pub mod init;
 pub mod installer_policy;
 pub mod names;
+pub mod render;
 pub mod uninstall;
 
 use std::fmt::Write as _;

@@ -271,6 +271,24 @@ pub fn format_bytes(bytes: i64) -> String {
     format!("{bytes}")
 }
 
+/// Bytes as an exact Kubernetes quantity in the largest binary unit that divides them:
+/// `2Gi`, `7824Mi`, `1536Ki`, `1000`. Unlike [`format_bytes`] it never rounds, so scripts
+/// reading `--output json` get the amount itself.
+pub fn quantity_bytes(bytes: i64) -> String {
+    const UNITS: [(&str, i64); 5] = [
+        ("Pi", 1 << 50),
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
+    UNITS
+        .iter()
+        .find(|(_, size)| bytes != 0 && bytes % size == 0)
+        .map(|(unit, size)| format!("{}{unit}", bytes / size))
+        .unwrap_or_else(|| bytes.to_string())
+}
+
 fn ceil_div(a: i128, b: i128) -> i128 {
     if a >= 0 { (a + b - 1) / b } else { a / b }
 }
@@ -345,6 +363,23 @@ pub fn parse_quantity_milli(quantity: &str) -> Result<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_quantities_are_exact_and_read_back_to_the_same_amount() {
+        let cases: &[(i64, &str)] = &[
+            (0, "0"),
+            (1000, "1000"),
+            (1536, "1536Ki"),
+            (2 << 30, "2Gi"),
+            (7824 << 20, "7824Mi"),
+            ((27 << 30) + (800 << 20), "28448Mi"),
+            (3 << 40, "3Ti"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(quantity_bytes(*bytes), *want, "{bytes}");
+            assert_eq!(parse_quantity_milli(want).unwrap(), *bytes as i128 * 1000);
+        }
+    }
 
     #[test]
     fn quantities() {

@@ -4,6 +4,7 @@
 //! pod on empty capacity (plus what existing nodes already run), so they read as the
 //! solver's reasons, not a second opinion.
 
+use karpctl_cloud::Resources;
 use karpctl_cloud::labels::is_well_known;
 use serde::Serialize;
 
@@ -14,15 +15,20 @@ use crate::scheduler::{Scheduler, price_under, type_mismatch};
 use crate::taints::first_untolerated;
 
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Explanation {
     pub pod: String,
-    /// The pod's request as a node sees it (one pod slot included).
+    /// The pod's request as a node sees it (one pod slot included), as text.
     pub request: String,
+    /// The same request as amounts, for structured output.
+    #[serde(skip)]
+    pub requests: Resources,
     pub nodes: Vec<Verdict>,
     pub node_pools: Vec<NodePoolVerdict>,
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Verdict {
     pub name: String,
     pub fits: bool,
@@ -31,6 +37,7 @@ pub struct Verdict {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NodePoolVerdict {
     pub node_pool: String,
     /// Set when the whole NodePool is excluded (taints, requirements).
@@ -188,6 +195,7 @@ impl Scheduler {
         Explanation {
             pod: pod.to_string(),
             request: request_text,
+            requests: request,
             nodes,
             node_pools,
         }
