@@ -49,8 +49,11 @@ pub struct Disruption<C> {
     reported: Mutex<BTreeMap<(String, String), String>>,
     /// The cluster's instances by provider ID (their subnets and security groups, for drift),
     /// listed at most every [`INSTANCES_EVERY`].
-    instances: tokio::sync::Mutex<(Option<Instant>, Arc<BTreeMap<String, Instance>>)>,
+    instances: tokio::sync::Mutex<(Option<Instant>, Instances)>,
 }
+
+/// Instances by provider ID.
+type Instances = Arc<BTreeMap<String, Instance>>;
 
 /// How often disruption lists the cluster's instances (one paginated DescribeInstances).
 const INSTANCES_EVERY: Duration = Duration::from_secs(60);
@@ -101,7 +104,7 @@ impl<C: CloudProvider> Disruption<C> {
     /// The cluster's instances, listed again when the last list is older than
     /// [`INSTANCES_EVERY`]; a failed list keeps the last one (drift by subnet or security
     /// group waits, nothing else does).
-    async fn instances(&self) -> Arc<BTreeMap<String, Instance>> {
+    async fn instances(&self) -> Instances {
         let mut cached = self.instances.lock().await;
         let now = Instant::now();
         if cached
