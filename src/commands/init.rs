@@ -61,6 +61,13 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
         .await
         .context("resolving AWS configuration")?;
     if args.print_installer_policy {
+        return print_installer_policy(&aws, &setup).await;
+    }
+    apply_setup(&aws, &setup, args, printer).await
+}
+
+async fn print_installer_policy(aws: &Aws, setup: &SetupFile) -> anyhow::Result<ExitCode> {
+    {
         let (account, partition) = aws.caller_account().await.context("finding the account")?;
         let policy = crate::plan::installer_policy::installer_policy(
             &crate::plan::installer_policy::InstallerScope {
@@ -71,8 +78,18 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
             },
         );
         println!("{}", serde_json::to_string_pretty(&policy)?);
-        return Ok(ExitCode::SUCCESS);
+        Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Plans and (unless `--plan`) applies one setup: what `init` does once its settings are
+/// known, and what `migrate-from-cas` runs with the NodePools it proposes.
+pub(super) async fn apply_setup(
+    aws: &Aws,
+    setup: &SetupFile,
+    args: &InitArgs,
+    printer: &Printer,
+) -> anyhow::Result<ExitCode> {
     printer.progress(format!(
         "Discovering EKS cluster {} in {}...",
         setup.cluster, aws.region
@@ -160,7 +177,7 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
         confirm()?;
     }
     let executor = InitExecutor {
-        aws: &aws,
+        aws,
         kube,
         printer,
     };

@@ -4,6 +4,7 @@ mod convert;
 mod explain;
 mod init;
 mod instance_types;
+mod migrate;
 mod simulate;
 mod status;
 mod uninstall;
@@ -19,6 +20,7 @@ pub fn run(command: Command, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Version => version::run(printer),
         Command::Init(args) => init::run(&args, printer),
         Command::Uninstall(args) => uninstall::run(&args, printer),
+        Command::MigrateFromCas(args) => migrate::run(&args, printer),
         Command::Status { context } => status::run(context.as_deref(), printer),
         Command::Convert { files } => convert::run(&files, printer),
         Command::Simulate { files, catalogue } => simulate::run(&files, &catalogue, printer),
