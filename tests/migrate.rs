@@ -130,7 +130,6 @@ async fn autoscaler_replicas(sb: &Sandbox) -> i32 {
         .await
         .unwrap()
         .spec
-        .unwrap()
         .replicas
         .unwrap()
 }
@@ -217,7 +216,7 @@ async fn a_cluster_moves_off_cluster_autoscaler_in_waves_within_its_budgets_and_
 
     // The migration, with the controller started once init has deployed it.
     let (seen, stop) = sample(sb);
-    let mut migrating = std::process::Command::new(env!("CARGO_BIN_EXE_karpctl"))
+    let migrating = std::process::Command::new(env!("CARGO_BIN_EXE_karpctl"))
         .args([
             "migrate-from-cas",
             "--cluster",

@@ -845,7 +845,7 @@ async fn rollback(
             .get_opt(&r.name)
             .await
             .with_context(|| format!("reading Deployment {}/{}", r.namespace, r.name))?
-            .and_then(|d| d.spec.and_then(|s| s.replicas));
+            .and_then(|d| d.spec.replicas);
         if now != Some(r.replicas) {
             printer.progress(format!(
                 "Cluster Autoscaler {}/{}: replicas -> {}",
