@@ -426,6 +426,33 @@ async fn migrate_group(
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
     let selector = format!("{NODEGROUP_LABEL}={}", ng.name);
+    {
+        let nodes = kube_nodes::nodes(kube, Some(&selector)).await?;
+        let pods = kube_nodes::pods(kube).await?;
+        let refs: Vec<&Node> = nodes.iter().collect();
+        let going = migrate::to_drain(&refs, floor, &pods);
+        let fresh: Vec<&String> = going
+            .iter()
+            .filter(|n| {
+                nodes
+                    .iter()
+                    .find(|x| &&name_of(x) == n)
+                    .and_then(|x| x.spec.as_ref()?.unschedulable)
+                    != Some(true)
+            })
+            .collect();
+        if !fresh.is_empty() {
+            printer.progress(format!(
+                "Node group {}: cordoning the {} node(s) it will lose, so moved pods do not land on them: {}",
+                ng.name,
+                fresh.len(),
+                fresh.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+            for n in fresh {
+                kube_nodes::cordon(kube, n, true).await?;
+            }
+        }
+    }
     loop {
         let nodes = kube_nodes::nodes(kube, Some(&selector)).await?;
         let pods = kube_nodes::pods(kube).await?;

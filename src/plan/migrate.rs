@@ -273,6 +273,12 @@ fn name_of(n: &Node) -> String {
     n.metadata.name.clone().unwrap_or_default()
 }
 
+/// Every node the group will lose (all but its `floor`), in wave order: cordoned up front,
+/// so pods evicted in one wave do not land on a node of the next one and move twice.
+pub fn to_drain(nodes: &[&Node], floor: i32, pods: &[Pod]) -> Vec<String> {
+    next_wave(nodes, floor, usize::MAX, pods).unwrap_or_default()
+}
+
 /// The next wave of a group: up to `wave_size` of its nodes beyond the `floor`. Nodes already
 /// cordoned come first (an interrupted wave is finished before a new one starts), then those
 /// running no critical pod (the kept nodes are the ones the add-ons already run on), then by
@@ -627,7 +633,7 @@ fn workload_findings(
                 severity: Severity::Warning,
                 subject: workload.clone(),
                 problem: Problem::SafeToEvictFalse,
-                fix: "cluster-autoscaler.kubernetes.io/safe-to-evict: \"false\" is honoured as karpenter.sh/do-not-disrupt: its pods hold their node until --drain-timeout, then are deleted; annotate it karpenter.sh/do-not-disrupt: \"true\" to keep that promise afterwards".into(),
+                fix: "cluster-autoscaler.kubernetes.io/safe-to-evict: \"false\" is honoured as karpenter.sh/do-not-disrupt: its pods hold their node until --hold-timeout, then are evicted within their PodDisruptionBudget; annotate it karpenter.sh/do-not-disrupt: \"true\" to keep that promise afterwards".into(),
             });
         }
         let spec = first.spec.clone().unwrap_or_default();
@@ -1026,6 +1032,8 @@ mod tests {
         assert_eq!(next_wave(&refs, 0, 2, &[]), Some(vec!["w-3".into(), "w-1".into()]));
         assert_eq!(next_wave(&refs, 3, 2, &[]), None);
         assert_eq!(next_wave(&refs, 2, 2, &[]), Some(vec!["w-3".into()]));
+        assert_eq!(to_drain(&refs, 1, &[]), ["w-3", "w-1"]);
+        assert!(to_drain(&refs, 3, &[]).is_empty());
     }
 
     #[test]
