@@ -168,7 +168,14 @@ async fn a_cluster_moves_off_cluster_autoscaler_in_waves_within_its_budgets_and_
     let since = sb.aws_calls().await.len();
     let (ok, stdout, stderr) = karpctl(
         sb,
-        &["migrate-from-cas", "--cluster", &cluster, "--plan", "-o", "json"],
+        &[
+            "migrate-from-cas",
+            "--cluster",
+            &cluster,
+            "--plan",
+            "-o",
+            "json",
+        ],
     );
     assert!(ok, "{stdout}{stderr}");
     let plan: Value = serde_json::from_str(&stdout).unwrap();
@@ -208,10 +215,11 @@ async fn a_cluster_moves_off_cluster_autoscaler_in_waves_within_its_budgets_and_
     assert!(state(sb).await.is_none(), "--plan wrote karpctl-state");
     assert_eq!(autoscaler_replicas(sb).await, 1);
     assert!(
-        group_nodes(sb, "workers")
-            .await
-            .iter()
-            .all(|n| n.spec.as_ref().and_then(|s| s.unschedulable) != Some(true))
+        group_nodes(sb, "workers").await.iter().all(|n| n
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            != Some(true))
     );
 
     // The migration, with the controller started once init has deployed it.
@@ -239,9 +247,18 @@ async fn a_cluster_moves_off_cluster_autoscaler_in_waves_within_its_budgets_and_
         .spawn()
         .unwrap();
     let pools_api: Api<NodePool> = Api::all(sb.kube().await);
-    eventually("init to create NodePool workers", Duration::from_secs(180), || async {
-        pools_api.get_opt("workers").await.ok().flatten().map(|_| ())
-    })
+    eventually(
+        "init to create NodePool workers",
+        Duration::from_secs(180),
+        || async {
+            pools_api
+                .get_opt("workers")
+                .await
+                .ok()
+                .flatten()
+                .map(|_| ())
+        },
+    )
     .await;
     let binary = controller_binary();
     sb.run(&[
@@ -301,50 +318,89 @@ async fn a_cluster_moves_off_cluster_autoscaler_in_waves_within_its_budgets_and_
     // A re-run has nothing left to do.
     let (ok, stdout, stderr) = karpctl(sb, &["migrate-from-cas", "--cluster", &cluster, "--yes"]);
     assert!(ok, "{stdout}{stderr}");
-    assert!(stderr.contains("Node group workers: 0 node(s) left"), "{stderr}");
+    assert!(
+        stderr.contains("Node group workers: 0 node(s) left"),
+        "{stderr}"
+    );
 
     // --rollback: sizes and Cluster Autoscaler as recorded, no NodePool, no NodeClaim.
     let (ok, stdout, stderr) = karpctl(
         sb,
-        &["migrate-from-cas", "--cluster", &cluster, "--rollback", "--yes"],
+        &[
+            "migrate-from-cas",
+            "--cluster",
+            &cluster,
+            "--rollback",
+            "--yes",
+        ],
     );
     assert!(ok, "rollback failed:\n{stdout}{stderr}");
     assert_eq!(scaling(sb, "workers").await, (2, 4, 6));
     assert_eq!(group_nodes(sb, "workers").await.len(), 4);
     assert_eq!(autoscaler_replicas(sb).await, 1);
-    assert!(pools_api.list(&ListParams::default()).await.unwrap().items.is_empty());
+    assert!(
+        pools_api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     let claims: Api<NodeClaim> = Api::all(sb.kube().await);
-    assert!(claims.list(&ListParams::default()).await.unwrap().items.is_empty());
+    assert!(
+        claims
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     let data = state(sb).await.unwrap().data.unwrap_or_default();
     assert!(
         !data.keys().any(|k| k.starts_with("migration.")),
         "{data:?}"
     );
-    eventually("the shop pods back on the workers group", Duration::from_secs(180), || async {
-        let pods = shop_pods(sb).await;
-        let mut on_workers = 0;
-        for p in &pods {
-            let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
-                return None;
-            };
-            let Ok(n) = nodes.get(&node).await else {
-                return None;
-            };
-            if n.metadata.labels.unwrap_or_default().get("eks.amazonaws.com/nodegroup")
-                == Some(&"workers".to_string())
-                && ready(p)
-            {
-                on_workers += 1;
+    eventually(
+        "the shop pods back on the workers group",
+        Duration::from_secs(180),
+        || async {
+            let pods = shop_pods(sb).await;
+            let mut on_workers = 0;
+            for p in &pods {
+                let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+                    return None;
+                };
+                let Ok(n) = nodes.get(&node).await else {
+                    return None;
+                };
+                if n.metadata
+                    .labels
+                    .unwrap_or_default()
+                    .get("eks.amazonaws.com/nodegroup")
+                    == Some(&"workers".to_string())
+                    && ready(p)
+                {
+                    on_workers += 1;
+                }
             }
-        }
-        (on_workers == 9).then_some(())
-    })
+            (on_workers == 9).then_some(())
+        },
+    )
     .await;
     // And a second rollback has nothing to do.
     let (ok, stdout, stderr) = karpctl(
         sb,
-        &["migrate-from-cas", "--cluster", &cluster, "--rollback", "--yes"],
+        &[
+            "migrate-from-cas",
+            "--cluster",
+            &cluster,
+            "--rollback",
+            "--yes",
+        ],
     );
-    assert!(ok && stdout.contains("nothing to roll back"), "{stdout}{stderr}");
+    assert!(
+        ok && stdout.contains("nothing to roll back"),
+        "{stdout}{stderr}"
+    );
     sb.run(&["controller", "stop"]);
 }

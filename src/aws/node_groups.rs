@@ -121,7 +121,10 @@ impl Aws {
                     .iter()
                     .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
                     .collect();
-                out.insert(g.auto_scaling_group_name().unwrap_or_default().to_string(), tags);
+                out.insert(
+                    g.auto_scaling_group_name().unwrap_or_default().to_string(),
+                    tags,
+                );
             }
             token = page.next_token().map(str::to_owned);
             if token.is_none() {
@@ -165,9 +168,8 @@ impl Aws {
             .should_decrement_desired_capacity(true)
             .send()
             .await
-            .map_err(|e| {
-                AwsError::from_sdk("autoscaling:TerminateInstanceInAutoScalingGroup", e)
-            }) {
+            .map_err(|e| AwsError::from_sdk("autoscaling:TerminateInstanceInAutoScalingGroup", e))
+        {
             Ok(_) => Ok(()),
             Err(e) if e.is(&["ValidationError"]) && e.to_string().contains("not found") => Ok(()),
             Err(e) => Err(e),

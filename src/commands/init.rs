@@ -176,11 +176,7 @@ pub(super) async fn apply_setup(
     if !args.yes {
         confirm()?;
     }
-    let executor = InitExecutor {
-        aws,
-        kube,
-        printer,
-    };
+    let executor = InitExecutor { aws, kube, printer };
     let applied = plan::apply(&plan, &executor, |line| printer.progress(line)).await?;
     printer.result(&result(&desired, &plan, Some(&applied)), |_| {
         format!("\n{}", applied.render())

@@ -259,10 +259,9 @@ async fn read_inputs(
         })
         .map(|(name, _)| name)
         .collect();
-    let catalogue = karpctl_cloud::Catalogue::shipped(&karpctl_cloud::CatalogueOptions::new(
-        &aws.region,
-    ))
-    .context("loading the shipped instance-type data")?;
+    let catalogue =
+        karpctl_cloud::Catalogue::shipped(&karpctl_cloud::CatalogueOptions::new(&aws.region))
+            .context("loading the shipped instance-type data")?;
     let instance_sizes = catalogue
         .instance_types
         .iter()
@@ -523,7 +522,10 @@ async fn migrate_group(
             ng.name
         ));
         if !args.pause.is_zero() {
-            printer.progress(format!("Pausing {}s before the next wave", args.pause.as_secs()));
+            printer.progress(format!(
+                "Pausing {}s before the next wave",
+                args.pause.as_secs()
+            ));
             tokio::time::sleep(args.pause).await;
         }
     }
@@ -600,7 +602,9 @@ async fn drain_nodes(
             holding
                 .iter()
                 .map(|(k, h)| match h {
-                    Holding::DoNotDisrupt => format!("{k} (do-not-disrupt / safe-to-evict false, held until --hold-timeout)"),
+                    Holding::DoNotDisrupt => format!(
+                        "{k} (do-not-disrupt / safe-to-evict false, held until --hold-timeout)"
+                    ),
                     Holding::Evicting => match refusals.get(k) {
                         Some(why) => format!("{k} (eviction refused: {why})"),
                         None => format!("{k} (evicted, terminating)"),
@@ -865,8 +869,9 @@ async fn rollback(
             name: String,
             replicas: i32,
         }
-        let r: Recorded = serde_json::from_str(value)
-            .with_context(|| format!("kube-system/karpctl-state[{key}] is not a recorded Cluster Autoscaler"))?;
+        let r: Recorded = serde_json::from_str(value).with_context(|| {
+            format!("kube-system/karpctl-state[{key}] is not a recorded Cluster Autoscaler")
+        })?;
         let api: Api<Deployment> = Api::namespaced(kube.clone(), &r.namespace);
         let now = api
             .get_opt(&r.name)
@@ -1041,7 +1046,11 @@ async fn forget_pools_in_init_record(
     };
     if let Some(list) = settings["nodePools"].as_array_mut() {
         let before = list.len();
-        list.retain(|p| !p["name"].as_str().is_some_and(|n| pools.iter().any(|x| x == n)));
+        list.retain(|p| {
+            !p["name"]
+                .as_str()
+                .is_some_and(|n| pools.iter().any(|x| x == n))
+        });
         if list.len() != before {
             cluster_state::record(kube, key, &serde_json::to_string(&settings)?).await?;
         }

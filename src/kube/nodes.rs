@@ -79,7 +79,11 @@ pub async fn cordon(client: &kube::Client, node: &str, unschedulable: bool) -> a
         Err(e) => Err(e).with_context(|| {
             format!(
                 "{} node {node}",
-                if unschedulable { "cordoning" } else { "uncordoning" }
+                if unschedulable {
+                    "cordoning"
+                } else {
+                    "uncordoning"
+                }
             )
         }),
     }

@@ -180,13 +180,12 @@ pub fn plan(inputs: &Inputs) -> Result<Migration, MigrateError> {
     if inputs.wave_size == 0 {
         return Err(MigrateError::ZeroWaveSize);
     }
-    let names: Vec<&str> = inputs
-        .node_groups
-        .iter()
-        .map(|g| g.name.as_str())
-        .collect();
+    let names: Vec<&str> = inputs.node_groups.iter().map(|g| g.name.as_str()).collect();
     if let Some(unknown) = inputs.keep.iter().find(|k| !names.contains(&k.as_str())) {
-        return Err(MigrateError::UnknownGroup(unknown.clone(), names.join(", ")));
+        return Err(MigrateError::UnknownGroup(
+            unknown.clone(),
+            names.join(", "),
+        ));
     }
     let group_of_node: BTreeMap<String, String> = inputs
         .nodes
@@ -207,7 +206,12 @@ pub fn plan(inputs: &Inputs) -> Result<Migration, MigrateError> {
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut findings = Vec::new();
-    findings.extend(workload_findings(inputs, &group_of_node, &kept, &node_pools));
+    findings.extend(workload_findings(
+        inputs,
+        &group_of_node,
+        &kept,
+        &node_pools,
+    ));
     for g in &inputs.node_groups {
         if let Some(tool) = iac_owner(&g.tags) {
             findings.push(Finding {
@@ -289,7 +293,9 @@ pub fn next_wave(
     wave_size: usize,
     pods: &[Pod],
 ) -> Option<Vec<String>> {
-    let excess = nodes.len().saturating_sub(usize::try_from(floor).unwrap_or(0));
+    let excess = nodes
+        .len()
+        .saturating_sub(usize::try_from(floor).unwrap_or(0));
     if excess == 0 {
         return None;
     }
@@ -351,10 +357,7 @@ fn kept_groups(inputs: &Inputs, group_of_node: &BTreeMap<String, String>) -> BTr
         if !is_critical || owned_by(p, "DaemonSet") {
             continue;
         }
-        if let Some(g) = spec
-            .node_name
-            .as_ref()
-            .and_then(|n| group_of_node.get(n))
+        if let Some(g) = spec.node_name.as_ref().and_then(|n| group_of_node.get(n))
             && let Some(c) = critical.get_mut(g.as_str())
         {
             *c += 1;
@@ -376,19 +379,24 @@ pub fn node_pool_for(
     let mut cpu: u64 = 0;
     let mut memory_mib: u64 = 0;
     for t in &g.instance_types {
-        let (vcpus, mib) = sizes
-            .get(t)
-            .copied()
-            .ok_or_else(|| MigrateError::UnknownInstanceType {
-                group: g.name.clone(),
-                instance_type: t.clone(),
-            })?;
+        let (vcpus, mib) =
+            sizes
+                .get(t)
+                .copied()
+                .ok_or_else(|| MigrateError::UnknownInstanceType {
+                    group: g.name.clone(),
+                    instance_type: t.clone(),
+                })?;
         cpu = cpu.max(u64::from(vcpus));
         memory_mib = memory_mib.max(mib);
     }
     let max = u64::try_from(g.scaling.max_size.max(0)).unwrap_or(0);
     let ami = g.ami_type.to_ascii_uppercase();
-    let architecture = if ami.contains("ARM") { "arm64" } else { "amd64" };
+    let architecture = if ami.contains("ARM") {
+        "arm64"
+    } else {
+        "amd64"
+    };
     let ami_alias = if ami.starts_with("BOTTLEROCKET") {
         "bottlerocket@latest"
     } else if ami.starts_with("AL2_") {
@@ -434,7 +442,8 @@ fn iac_owner(tags: &BTreeMap<String, String>) -> Option<String> {
     }
     if tags.iter().any(|(k, v)| {
         let (k, v) = (k.to_ascii_lowercase(), v.to_ascii_lowercase());
-        k.contains("terraform") || (k == "managedby" || k == "managed-by") && v.contains("terraform")
+        k.contains("terraform")
+            || (k == "managedby" || k == "managed-by") && v.contains("terraform")
     }) {
         return Some("Terraform".into());
     }
@@ -650,9 +659,13 @@ fn workload_findings(
         for (label, value) in pinned_labels(&spec) {
             if !satisfiable(&label, &value, pools) {
                 let fix = if label == NODEGROUP_LABEL {
-                    format!("it asks for node group {value} by {NODEGROUP_LABEL}, which no NodePool node carries: select the group's own label instead (the proposed NodePool {value} sets its custom labels), or add it to the NodePool in karpctl.yaml")
+                    format!(
+                        "it asks for node group {value} by {NODEGROUP_LABEL}, which no NodePool node carries: select the group's own label instead (the proposed NodePool {value} sets its custom labels), or add it to the NodePool in karpctl.yaml"
+                    )
                 } else {
-                    format!("no proposed NodePool sets {label}={value}: add the label to a node group (and so its NodePool) or to a NodePool in karpctl.yaml")
+                    format!(
+                        "no proposed NodePool sets {label}={value}: add the label to a node group (and so its NodePool) or to a NodePool in karpctl.yaml"
+                    )
                 };
                 out.push(Finding {
                     severity: Severity::Blocker,
@@ -678,7 +691,10 @@ fn pinned_labels(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<(String, Str
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .map(|r| r.node_selector_terms.clone())
         .unwrap_or_default();
     // Only a single term binds (several are ORed: any may be met by a well-known label).
@@ -903,10 +919,14 @@ mod tests {
     fn each_planted_problem_is_reported_once_with_its_fix_and_nothing_else() {
         let mut i = inputs();
         for n in 0..4 {
-            i.pods
-                .push(pod("shop", "web", n, &format!("w-{}", n + 1)).select("role", "workers").build());
+            i.pods.push(
+                pod("shop", "web", n, &format!("w-{}", n + 1))
+                    .select("role", "workers")
+                    .build(),
+            );
         }
-        i.pdbs.push(pdb("shop", "web", json!({"maxUnavailable": 1})));
+        i.pdbs
+            .push(pdb("shop", "web", json!({"maxUnavailable": 1})));
         i.pods.push(pod("shop", "api", 0, "w-1").build());
         i.pods.push(pod("shop", "api", 1, "w-2").build());
         i.pods.push(pod("shop", "leader", 0, "w-3").build());
@@ -917,7 +937,8 @@ mod tests {
                     .build(),
             );
         }
-        i.pdbs.push(pdb("shop", "report", json!({"maxUnavailable": 1})));
+        i.pdbs
+            .push(pdb("shop", "report", json!({"maxUnavailable": 1})));
         let m = plan(&i).unwrap();
         assert!(problems(&m, "shop/web").is_empty(), "{:?}", m.findings);
         assert_eq!(problems(&m, "shop/api"), ["no-pdb"]);
@@ -955,10 +976,26 @@ mod tests {
     #[test]
     fn a_pod_pinned_to_a_label_no_node_pool_offers_is_a_blocker_naming_the_label() {
         let mut i = inputs();
-        i.pods.push(pod("shop", "gpu", 0, "w-1").select("accelerator", "a100").build());
-        i.pods.push(pod("shop", "byname", 0, "w-2").select(NODEGROUP_LABEL, "workers").build());
-        i.pods.push(pod("shop", "ok", 0, "w-3").select("role", "workers").build());
-        i.pods.push(pod("shop", "zonal", 0, "w-3").select("topology.kubernetes.io/zone", "us-west-2a").build());
+        i.pods.push(
+            pod("shop", "gpu", 0, "w-1")
+                .select("accelerator", "a100")
+                .build(),
+        );
+        i.pods.push(
+            pod("shop", "byname", 0, "w-2")
+                .select(NODEGROUP_LABEL, "workers")
+                .build(),
+        );
+        i.pods.push(
+            pod("shop", "ok", 0, "w-3")
+                .select("role", "workers")
+                .build(),
+        );
+        i.pods.push(
+            pod("shop", "zonal", 0, "w-3")
+                .select("topology.kubernetes.io/zone", "us-west-2a")
+                .build(),
+        );
         let m = plan(&i).unwrap();
         let pinned: Vec<(&str, &Problem)> = m
             .blockers()
@@ -967,19 +1004,37 @@ mod tests {
         assert_eq!(
             pinned,
             vec![
-                ("shop/byname", &Problem::Pinned { label: NODEGROUP_LABEL.into(), value: "workers".into() }),
-                ("shop/gpu", &Problem::Pinned { label: "accelerator".into(), value: "a100".into() }),
+                (
+                    "shop/byname",
+                    &Problem::Pinned {
+                        label: NODEGROUP_LABEL.into(),
+                        value: "workers".into()
+                    }
+                ),
+                (
+                    "shop/gpu",
+                    &Problem::Pinned {
+                        label: "accelerator".into(),
+                        value: "a100".into()
+                    }
+                ),
             ]
         );
         let byname = m.blockers().next().unwrap();
-        assert!(byname.fix.contains("select the group's own label"), "{}", byname.fix);
+        assert!(
+            byname.fix.contains("select the group's own label"),
+            "{}",
+            byname.fix
+        );
     }
 
     #[test]
     fn host_paths_and_critical_addons_are_reported() {
         let mut i = inputs();
-        i.pods.push(pod("shop", "logger", 0, "w-1").host_path().build());
-        i.pods.push(pod("shop", "logger", 1, "w-2").host_path().build());
+        i.pods
+            .push(pod("shop", "logger", 0, "w-1").host_path().build());
+        i.pods
+            .push(pod("shop", "logger", 1, "w-2").host_path().build());
         let m = plan(&i).unwrap();
         assert!(problems(&m, "shop/logger").contains(&"host-path"));
         let dns: Vec<_> = m
@@ -990,7 +1045,9 @@ mod tests {
         assert_eq!(dns.len(), 1);
         assert_eq!(
             dns[0].problem,
-            Problem::CriticalAddon { stays_on: "node group system".into() }
+            Problem::CriticalAddon {
+                stays_on: "node group system".into()
+            }
         );
     }
 
@@ -1000,7 +1057,10 @@ mod tests {
         let system = m.groups.iter().find(|g| g.name == "system").unwrap();
         let workers = m.groups.iter().find(|g| g.name == "workers").unwrap();
         assert_eq!(system.floor, 2);
-        assert!(system.waves.is_empty(), "2 nodes, floor 2: nothing to drain");
+        assert!(
+            system.waves.is_empty(),
+            "2 nodes, floor 2: nothing to drain"
+        );
         assert_eq!(workers.floor, 0);
         assert_eq!(workers.waves, vec![vec!["w-1", "w-2"], vec!["w-3", "w-4"]]);
         let placement: Vec<_> = m
@@ -1011,7 +1071,10 @@ mod tests {
         assert_eq!(placement.len(), 1);
         assert_eq!(
             placement[0].problem,
-            Problem::ControllerPlacement { group: "system".into(), floor: 2 }
+            Problem::ControllerPlacement {
+                group: "system".into(),
+                floor: 2
+            }
         );
         let mut i = inputs();
         i.keep = vec!["nope".into()];
@@ -1029,7 +1092,10 @@ mod tests {
             node("w-3", "workers", true),
         ];
         let refs: Vec<&Node> = nodes.iter().collect();
-        assert_eq!(next_wave(&refs, 0, 2, &[]), Some(vec!["w-3".into(), "w-1".into()]));
+        assert_eq!(
+            next_wave(&refs, 0, 2, &[]),
+            Some(vec!["w-3".into(), "w-1".into()])
+        );
         assert_eq!(next_wave(&refs, 3, 2, &[]), None);
         assert_eq!(next_wave(&refs, 2, 2, &[]), Some(vec!["w-3".into()]));
         assert_eq!(to_drain(&refs, 1, &[]), ["w-3", "w-1"]);
@@ -1091,7 +1157,13 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(iac, vec![("node-group/system", "Terraform"), ("node-group/workers", "eksctl")]);
+        assert_eq!(
+            iac,
+            vec![
+                ("node-group/system", "Terraform"),
+                ("node-group/workers", "eksctl")
+            ]
+        );
     }
 
     #[test]

@@ -312,11 +312,7 @@ pub struct Isolated {
 
 impl Drop for Isolated {
     fn drop(&mut self) {
-        let _ = self
-            .sandbox
-            .sandbox_command()
-            .arg("down")
-            .output();
+        let _ = self.sandbox.sandbox_command().arg("down").output();
     }
 }
 

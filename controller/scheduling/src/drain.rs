@@ -427,17 +427,26 @@ mod tests {
             "spec": {"containers": []}
         }))
         .unwrap();
-        assert!(!DrainPod::from_pod(&p).do_not_disrupt, "the controller keeps upstream's rule");
+        assert!(
+            !DrainPod::from_pod(&p).do_not_disrupt,
+            "the controller keeps upstream's rule"
+        );
         let migrating = DrainPod::from_pod(&p).with_cas_safe_to_evict(&p);
         assert!(migrating.do_not_disrupt);
         let d = decide(&[migrating], now(), None);
-        assert_eq!(d.holding, vec![("shop/report-1".into(), Holding::DoNotDisrupt)]);
+        assert_eq!(
+            d.holding,
+            vec![("shop/report-1".into(), Holding::DoNotDisrupt)]
+        );
         assert!(d.actions.is_empty());
         let mut other = p.clone();
-        other.metadata.annotations = Some(
-            [(CAS_SAFE_TO_EVICT.to_string(), "true".to_string())].into(),
+        other.metadata.annotations =
+            Some([(CAS_SAFE_TO_EVICT.to_string(), "true".to_string())].into());
+        assert!(
+            !DrainPod::from_pod(&other)
+                .with_cas_safe_to_evict(&other)
+                .do_not_disrupt
         );
-        assert!(!DrainPod::from_pod(&other).with_cas_safe_to_evict(&other).do_not_disrupt);
     }
 
     #[test]
