@@ -222,8 +222,19 @@ async fn a_cluster_moves_off_cluster_autoscaler_in_waves_within_its_budgets_and_
             != Some(true))
     );
 
-    // The migration, with the controller started once init has deployed it.
+    // The migration, with the controller started once init has deployed it. EKS refuses the
+    // first UpdateNodegroupConfig (after wave 1 is drained): the run stops there, naming it,
+    // and a re-run converges from the cordoned nodes.
     let (seen, stop) = sample(sb);
+    sb.inject_fault(
+        "eks",
+        "UpdateNodegroupConfig",
+        "ServerException",
+        500,
+        // The SDK retries a 500 twice more: all three answered with the fault.
+        3,
+    )
+    .await;
     let migrating = std::process::Command::new(env!("CARGO_BIN_EXE_karpctl"))
         .args([
             "migrate-from-cas",
@@ -274,9 +285,38 @@ async fn a_cluster_moves_off_cluster_autoscaler_in_waves_within_its_budgets_and_
         .unwrap()
         .unwrap();
     let log = format!("{}{}", text(&status.stdout), text(&status.stderr));
-    assert!(status.status.success(), "migration failed:\n{log}");
+    assert!(
+        !status.status.success(),
+        "the injected fault did not stop the run:\n{log}"
+    );
+    assert!(
+        log.contains("lowering node group workers's min size")
+            && log.contains("eks:UpdateNodegroupConfig"),
+        "{log}"
+    );
     assert!(log.contains("health gate passed"), "{log}");
-    assert!(log.contains("wave 2 done"), "{log}");
+    assert!(sb.pending_faults().await.is_empty());
+    let (ok, stdout, stderr) = karpctl(
+        sb,
+        &[
+            "migrate-from-cas",
+            "--cluster",
+            &cluster,
+            "--yes",
+            "--wave-size",
+            "2",
+            "--hold-timeout",
+            "5s",
+            "--pending-limit",
+            "3m",
+        ],
+    );
+    let log = format!("{stdout}{stderr}");
+    assert!(ok, "the re-run failed:\n{log}");
+    assert!(
+        log.contains("wave 1 done") && log.contains("wave 2 done"),
+        "{log}"
+    );
 
     // Every shop pod runs on a controller-launched node; workers at 0; system kept.
     let nodes: Api<Node> = Api::all(sb.kube().await);
