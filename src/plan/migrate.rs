@@ -593,9 +593,6 @@ fn workload_findings(
                 },
                 problem: Problem::CriticalAddon { stays_on },
             });
-            if !moving {
-                continue;
-            }
         }
         if !moving {
             continue;
