@@ -157,6 +157,9 @@ fn problems(plan: &Value) -> BTreeSet<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cluster_moves_off_cluster_autoscaler_in_waves_within_its_budgets_and_back() {
+    // Built before anything waits on it: the migration's health gate counts from the moment
+    // pods go Pending, and the controller starts only once init has deployed it.
+    let binary = controller_binary();
     let own = isolated_sandbox("migrate", PORT_OFFSET);
     let sb = own.sandbox;
     sb.run(&["scenario", "cas"]);
@@ -271,7 +274,6 @@ async fn a_cluster_moves_off_cluster_autoscaler_in_waves_within_its_budgets_and_
         },
     )
     .await;
-    let binary = controller_binary();
     sb.run(&[
         "controller",
         "start",
