@@ -292,8 +292,8 @@ async fn a_cluster_moves_off_cluster_autoscaler_in_waves_within_its_budgets_and_
         "the injected fault did not stop the run:\n{log}"
     );
     assert!(
-        log.contains("lowering node group workers's min size")
-            && log.contains("eks:UpdateNodegroupConfig"),
+        log.contains("node group workers")
+            && log.contains("eks:UpdateNodegroupConfig failed: ServerException"),
         "{log}"
     );
     assert!(log.contains("health gate passed"), "{log}");
