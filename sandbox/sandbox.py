@@ -564,6 +564,48 @@ def cmd_interrupt(args: argparse.Namespace) -> int:
     return 0
 
 
+# Scenarios: optional additions to a running sandbox, so the default `up` stays fast.
+WORKERS = {"name": "workers", "instance_type": "m5.large", "count": 4, "max_size": 6, "min_size": 2, "labels": {"role": "workers"}}
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    """`cas`: a cluster worth migrating off Cluster Autoscaler — a second managed node group
+    `workers` (4 x m5.large, custom label role=workers, CAS auto-discovery tags on its ASG)
+    running the workloads in sandbox/scenarios/cas-workloads.yaml. A no-op when present."""
+    if not alive("aws") or not alive("registrar"):
+        raise SandboxError("the sandbox is not up: run `sandbox/sandbox up` first")
+    started = time.time()
+    request = urllib.request.Request(f"http://127.0.0.1:{port('aws')}/_sandbox/nodegroups", method="POST", data=json.dumps(WORKERS).encode(), headers={"Content-Type": "application/json"})
+    existing = json.loads(kubectl("get", "nodes", "-l", f"eks.amazonaws.com/nodegroup={WORKERS['name']}", "-o", "json").stdout)["items"]
+    if existing:
+        say(f"node group {WORKERS['name']!r} already has {len(existing)} node(s); not creating it again")
+    else:
+        say(f"creating managed node group {WORKERS['name']!r}: {WORKERS['count']} x {WORKERS['instance_type']}, labels {WORKERS['labels']}, CAS auto-discovery tags")
+        try:
+            with urllib.request.urlopen(request, timeout=120) as r:
+                created = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise SandboxError(f"creating node group {WORKERS['name']!r}: {e.read().decode(errors='replace')}") from None
+        say(f"node group {created['name']!r}: Auto Scaling group {created['asg']}")
+
+    def workers_ready() -> bool:
+        nodes = json.loads(kubectl("get", "nodes", "-l", f"eks.amazonaws.com/nodegroup={WORKERS['name']}", "-o", "json").stdout)["items"]
+        ready = [n for n in nodes if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))]
+        return len(ready) >= WORKERS["count"]
+
+    wait_for(f"the {WORKERS['name']} nodes", "registrar", workers_ready, 90)
+    say("applying the workloads (sandbox/scenarios/cas-workloads.yaml)")
+    kubectl("apply", "-f", str(SANDBOX / "scenarios" / "cas-workloads.yaml"))
+
+    def workloads_running() -> bool:
+        pods = json.loads(kubectl("-n", "shop", "get", "pods", "-o", "json").stdout)["items"]
+        return len(pods) == 9 and all(p["status"].get("phase") == "Running" for p in pods)
+
+    wait_for("the shop workloads", "kwok", workloads_running, 90)
+    say(f"scenario cas ready in {time.time() - started:.0f}s: node groups system and workers, Cluster Autoscaler, 9 pods in namespace shop")
+    return 0
+
+
 def cmd_kubectl(args: argparse.Namespace) -> int:
     os.environ["KUBECONFIG"] = str(STATE / "kubeconfig")
     os.execv(str(kube_bin() / "kubectl"), ["kubectl", *args.rest])
@@ -927,6 +969,9 @@ def main() -> int:
     kc = sub.add_parser("kubectl", help="run the sandbox's kubectl against it")
     kc.add_argument("rest", nargs=argparse.REMAINDER)
     kc.set_defaults(func=cmd_kubectl)
+    sc = sub.add_parser("scenario", help="add an optional scenario to the running sandbox")
+    sc.add_argument("name", choices=["cas"], help="cas: a workers node group with workloads, to migrate off Cluster Autoscaler")
+    sc.set_defaults(func=cmd_scenario)
     add_controller_commands(sub)
     # Pass-through commands take their arguments verbatim (`kubectl -n kube-system get cm`).
     if len(sys.argv) > 1 and sys.argv[1] in ("kubectl", "selftest"):

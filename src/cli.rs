@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Karpenter-style node autoscaling for an existing EKS cluster"
 )]
 pub struct Cli {
-    /// How results are printed: human-readable text, or JSON for scripts.
+    /// How results are printed: human-readable text, or JSON (or YAML) for scripts.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum OutputFormat {
     Text,
     Json,
+    /// YAML: the same document as JSON; `migrate-from-cas` prints its NodePools and
+    /// EC2NodeClasses as manifests for review or GitOps.
+    Yaml,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +54,17 @@ pub enum Command {
     /// node role; plans first, then asks. The Spot service-linked role and the Pod Identity
     /// agent add-on are shared and kept. Anything still tagged for the cluster is reported.
     Uninstall(UninstallArgs),
+    /// Move a cluster from Cluster Autoscaler and managed node groups onto NodePools, in
+    /// waves, with a way back.
+    ///
+    /// Preflight (per workload: no PDB, one replica, a PDB that never allows an eviction,
+    /// `safe-to-evict: "false"`, hostPath volumes, pods pinned to labels no NodePool offers,
+    /// critical add-ons, where the controller runs), one NodePool per node group accepting the
+    /// same pods, then: init if not done (Cluster Autoscaler to 0, replicas recorded), each
+    /// group's scaling config recorded in kube-system/karpctl-state, and waves — cordon, drain
+    /// with the controller's rules, wait for the pods to run again, lower the group. Re-running
+    /// resumes; `--rollback` restores everything recorded.
+    MigrateFromCas(MigrateArgs),
     /// Convert v1beta1 NodePools, NodeClaims and EC2NodeClasses to v1, noting every change.
     ///
     /// Converted manifests go to stdout, notes to stderr; other objects pass through unchanged.
@@ -290,6 +304,80 @@ pub struct UninstallArgs {
     /// Name of the controller's service account [default: what init recorded, else karpenter].
     #[arg(long = "service-account")]
     pub service_account: Option<String>,
+}
+
+/// `karpctl migrate-from-cas`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MigrateArgs {
+    /// The EKS cluster to migrate.
+    #[arg(long)]
+    pub cluster: String,
+    /// AWS region (default: resolved as the AWS CLI does: AWS_REGION, then the profile).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS profile from ~/.aws/config (default: AWS_PROFILE, then `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// kubeconfig context for the cluster (default: the current context, as kubectl uses).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// A karpctl.yaml: its settings and NodePools win over the proposed ones of the same name.
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+    /// Print the preflight and the plan (or with -o yaml the NodePools and EC2NodeClasses)
+    /// and change nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// Apply without asking for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Nodes cordoned and drained together.
+    #[arg(long = "wave-size", default_value_t = 1)]
+    pub wave_size: usize,
+    /// Wait between waves (e.g. 30s, 5m).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub pause: std::time::Duration,
+    /// How long a `karpenter.sh/do-not-disrupt` or `safe-to-evict: "false"` pod holds its
+    /// node; then it is evicted (its PodDisruptionBudget still applies).
+    #[arg(long = "hold-timeout", default_value = "5m", value_parser = parse_duration)]
+    pub hold_timeout: std::time::Duration,
+    /// A wave whose nodes are not drained by then stops the run, naming what holds them.
+    #[arg(long = "drain-timeout", default_value = "15m", value_parser = parse_duration)]
+    pub drain_timeout: std::time::Duration,
+    /// Health gate: a pod Pending longer than this stops the run.
+    #[arg(long = "pending-limit", default_value = "5m", value_parser = parse_duration)]
+    pub pending_limit: std::time::Duration,
+    /// Node groups that keep nodes for the controller (default: the group running the
+    /// most critical add-ons).
+    #[arg(long)]
+    pub keep: Vec<String>,
+    /// Go ahead despite preflight blockers.
+    #[arg(long = "accept-blockers")]
+    pub accept_blockers: bool,
+    /// Undo the migration from any state: restore the recorded node group sizes and Cluster
+    /// Autoscaler replicas, uncordon, and delete the NodePools the migration created.
+    #[arg(long)]
+    pub rollback: bool,
+}
+
+/// `30s`, `5m`, `1h`, `250ms` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| t.split_at(i))
+        .unwrap_or((t, "s"));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 5m, 1h)"))?;
+    let seconds = match unit {
+        "ms" => return Ok(std::time::Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{text:?} is not a duration (e.g. 30s, 5m, 1h)")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -27,6 +27,7 @@ pub mod schema {
     pub const CONVERT: &str = "karpctl.convert/v1";
     pub const RENDER: &str = "karpctl.render/v1";
     pub const DOCTOR: &str = "karpctl.doctor/v1";
+    pub const MIGRATE: &str = "karpctl.migrate-from-cas/v1";
 }
 
 /// A result as printed: its schema first (struct order is kept), then the result's fields.
@@ -39,17 +40,35 @@ struct Document<'a, T> {
 
 pub struct Printer {
     format: OutputFormat,
+    /// Results as text on stderr: for a step run inside another command (migrate-from-cas
+    /// runs init), whose own result is the one document on stdout.
+    nested: bool,
 }
 
 impl Printer {
     pub fn new(format: OutputFormat) -> Self {
-        Self { format }
+        Self {
+            format,
+            nested: false,
+        }
+    }
+
+    /// A printer for a step inside this command: its results go to stderr as text.
+    pub fn nested(&self) -> Self {
+        Self {
+            format: OutputFormat::Text,
+            nested: true,
+        }
+    }
+
+    pub fn format(&self) -> OutputFormat {
+        self.format
     }
 
     /// Whether results are JSON, for commands that print more than one thing in text mode
     /// (a plan, then what was applied) but must print one JSON document.
     pub fn is_json(&self) -> bool {
-        self.format == OutputFormat::Json
+        matches!(self.format, OutputFormat::Json | OutputFormat::Yaml)
     }
 
     /// Print a command's result: `text` renders it for people; JSON is the serialized value
@@ -60,6 +79,10 @@ impl Printer {
         value: &T,
         text: impl FnOnce(&T) -> String,
     ) -> anyhow::Result<()> {
+        if self.nested {
+            eprint!("{}", text(value));
+            return Ok(());
+        }
         let mut stdout = std::io::stdout().lock();
         match self.format {
             OutputFormat::Text => stdout.write_all(text(value).as_bytes())?,
@@ -70,6 +93,11 @@ impl Printer {
                 };
                 serde_json::to_writer_pretty(&mut stdout, &document)?;
                 stdout.write_all(b"\n")?;
+            }
+            OutputFormat::Yaml => {
+                let yaml = serde_saphyr::to_string(value)
+                    .map_err(|e| anyhow::anyhow!("writing YAML: {e}"))?;
+                stdout.write_all(yaml.as_bytes())?;
             }
         }
         Ok(())

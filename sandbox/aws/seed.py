@@ -44,9 +44,10 @@ def tags_list(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
-def al2023_user_data(cluster: dict[str, Any], labels: dict[str, str], max_pods: int) -> str:
+def al2023_user_data(cluster: dict[str, Any], labels: dict[str, str], max_pods: int, taints: list[dict[str, str]] | None = None) -> str:
     """The MIME multipart NodeConfig an EKS managed node group's launch template carries."""
     node_labels = ",".join(f"{k}={v}" for k, v in labels.items())
+    taint_flags = [f'    - "--register-with-taints={",".join(t["key"] + ("=" + t["value"] if t.get("value") else "") + ":" + t["effect"] for t in taints)}"'] if taints else []
     return "\n".join(
         [
             "MIME-Version: 1.0",
@@ -71,6 +72,7 @@ def al2023_user_data(cluster: dict[str, Any], labels: dict[str, str], max_pods: 
             f"      - {cluster['dns_ip']}",
             "    flags:",
             f'    - "--node-labels={node_labels}"',
+            *taint_flags,
             "",
             "--//--",
             "",
@@ -199,45 +201,95 @@ def seed_account(endpoint: str, config: dict[str, Any], data_dir: Path) -> dict[
 
     # The managed node group `system`: launch template, EKS node group, and its ASG, whose
     # instances the registrar turns into Nodes exactly as their user data says.
-    instance_types = json.loads((data_dir / "instance-types.json").read_text())
-    system_type = config["system_instance_type"]
-    system_ami = amis[f"amazon-eks-node-al2023-x86_64-standard-{k8s}-{AMI_RELEASE}"]
-    labels = {
-        "eks.amazonaws.com/nodegroup-image": system_ami,
-        "eks.amazonaws.com/capacityType": "ON_DEMAND",
-        "eks.amazonaws.com/nodegroup": "system",
+    facts = {
+        "cluster": name,
+        "region": region,
+        "kubernetes_version": k8s,
+        "apiserver_endpoint": config["apiserver_endpoint"],
+        "ca_b64": config["ca_b64"],
+        "service_cidr": config["service_cidr"],
+        "dns_ip": config["dns_ip"],
+        "subnets": [s["SubnetId"] for s in subnets],
+        "cluster_security_group": cluster_sg,
+        "node_role": node_role,
+        "instance_profile": profile,
+        "ami": amis[f"amazon-eks-node-al2023-x86_64-standard-{k8s}-{AMI_RELEASE}"],
     }
-    cluster_facts = {"name": name, "endpoint": config["apiserver_endpoint"], "ca_b64": config["ca_b64"], "service_cidr": config["service_cidr"], "dns_ip": config["dns_ip"]}
-    user_data = al2023_user_data(cluster_facts, labels, instance_types[system_type]["eni_limited_max_pods"])
+    count = config["system_nodes"]
+    system = add_managed_node_group(endpoint, facts, data_dir, "system", config["system_instance_type"], count, count + 1)
+
+    return {
+        **facts,
+        "vpc": vpc,
+        "system_asg": system["asg"],
+        "system_node_role": node_role,
+        "amis": amis,
+    }
+
+
+def add_managed_node_group(
+    endpoint: str,
+    facts: dict[str, Any],
+    data_dir: Path,
+    group: str,
+    instance_type: str,
+    count: int,
+    max_size: int,
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, str]] | None = None,
+    min_size: int | None = None,
+) -> dict[str, Any]:
+    """One EKS managed node group as EKS builds it: a launch template whose user data carries
+    the group's labels and taints, the node group, and an Auto Scaling group with Cluster
+    Autoscaler's auto-discovery tags holding `count` running instances (one per zone in turn).
+    Used by the seed (`system`) and by the `cas` scenario (`workers`)."""
+    from moto.backends import get_backend
+
+    name, region = facts["cluster"], facts["region"]
+    ec2 = client("ec2", endpoint, region)
+    eks = client("eks", endpoint, region)
+    asg = client("autoscaling", endpoint, region)
+    owned = {f"kubernetes.io/cluster/{name}": "owned"}
+    instance_types = json.loads((data_dir / "instance-types.json").read_text())
+    if instance_type not in instance_types:
+        raise ValueError(f"unknown instance type {instance_type!r}")
+    node_labels = {
+        "eks.amazonaws.com/nodegroup-image": facts["ami"],
+        "eks.amazonaws.com/capacityType": "ON_DEMAND",
+        "eks.amazonaws.com/nodegroup": group,
+        **(labels or {}),
+    }
+    user_data = al2023_user_data({"name": name, "endpoint": facts["apiserver_endpoint"], "ca_b64": facts["ca_b64"], "service_cidr": facts["service_cidr"], "dns_ip": facts["dns_ip"]}, node_labels, instance_types[instance_type]["eni_limited_max_pods"], taints or [])
     lt = ec2.create_launch_template(
         LaunchTemplateName=f"eks-{uuid.uuid4()}",
         LaunchTemplateData={
-            "ImageId": system_ami,
-            "InstanceType": system_type,
-            "IamInstanceProfile": {"Arn": profile},
-            "SecurityGroupIds": [cluster_sg],
+            "ImageId": facts["ami"],
+            "InstanceType": instance_type,
+            "IamInstanceProfile": {"Arn": facts["instance_profile"]},
+            "SecurityGroupIds": [facts["cluster_security_group"]],
             "UserData": base64.b64encode(user_data.encode()).decode(),
             "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 2},
             "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 20, "VolumeType": "gp3"}}],
         },
-        TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags_list({"eks:cluster-name": name, "eks:nodegroup-name": "system"})}],
+        TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags_list({"eks:cluster-name": name, "eks:nodegroup-name": group})}],
     )["LaunchTemplate"]
-    count = config["system_nodes"]
+    minimum = count if min_size is None else min_size
     eks.create_nodegroup(
         clusterName=name,
-        nodegroupName="system",
-        scalingConfig={"minSize": count, "maxSize": count + 1, "desiredSize": count},
-        subnets=[s["SubnetId"] for s in subnets],
-        nodeRole=node_role,
+        nodegroupName=group,
+        scalingConfig={"minSize": minimum, "maxSize": max_size, "desiredSize": count},
+        subnets=facts["subnets"],
+        nodeRole=facts["node_role"],
         launchTemplate={"id": lt["LaunchTemplateId"], "version": "1"},
         capacityType="ON_DEMAND",
-        labels={},
-        tags={"alpha.eksctl.io/nodegroup-name": "system"},
+        labels=labels or {},
+        taints=[{"key": t["key"], "value": t.get("value", ""), "effect": EKS_TAINT_EFFECTS[t["effect"]]} for t in taints or []],
+        tags={"alpha.eksctl.io/nodegroup-name": group},
     )
-    asg_name = f"eks-system-{uuid.uuid4().hex[:24]}"
+    asg_name = f"eks-{group}-{uuid.uuid4().hex[:24]}"
     propagate = {
         "eks:cluster-name": name,
-        "eks:nodegroup-name": "system",
+        "eks:nodegroup-name": group,
         "k8s.io/cluster-autoscaler/enabled": "true",
         f"k8s.io/cluster-autoscaler/{name}": "owned",
         **owned,
@@ -248,35 +300,55 @@ def seed_account(endpoint: str, config: dict[str, Any], data_dir: Path) -> dict[
         AutoScalingGroupName=asg_name,
         LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplateId"], "Version": "1"},
         MinSize=0,
-        MaxSize=count + 1,
+        MaxSize=max_size,
         DesiredCapacity=0,
-        VPCZoneIdentifier=",".join(s["SubnetId"] for s in subnets),
+        VPCZoneIdentifier=",".join(facts["subnets"]),
         Tags=[{"ResourceId": asg_name, "ResourceType": "auto-scaling-group", "Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in propagate.items()],
     )
-    instance_ids = []
-    for i in range(count):
-        launched = ec2.run_instances(
+    launch_into_group(endpoint, facts, asg_name, count)
+    asg.update_auto_scaling_group(AutoScalingGroupName=asg_name, MinSize=minimum)
+    nodegroup = get_backend("eks")[ACCOUNT_ID][region].clusters[name].nodegroups[group]
+    nodegroup.resources = {"autoScalingGroups": [{"name": asg_name}], "remoteAccessSecurityGroup": None}
+    nodegroup.instance_types = [instance_type]
+    return {"name": group, "asg": asg_name, "launch_template": lt["LaunchTemplateId"]}
+
+
+# EKS's taint effects as CreateNodegroup spells them.
+EKS_TAINT_EFFECTS = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
+
+
+def launch_into_group(endpoint: str, facts: dict[str, Any], asg_name: str, count: int) -> list[str]:
+    """Launch `count` instances from the group's launch template, spread over the zones the
+    group has fewest in, and attach them (the ASG's desired capacity grows by `count`)."""
+    if count <= 0:
+        return []
+    region = facts["region"]
+    ec2 = client("ec2", endpoint, region)
+    asg = client("autoscaling", endpoint, region)
+    group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[asg_name])["AutoScalingGroups"][0]
+    template = group["LaunchTemplate"]
+    tags = {t["Key"]: t["Value"] for t in group.get("Tags", []) if t.get("PropagateAtLaunch")}
+    subnets = group["VPCZoneIdentifier"].split(",")
+    zone_of = {s["SubnetId"]: s["AvailabilityZone"] for s in ec2.describe_subnets(SubnetIds=subnets)["Subnets"]}
+    per_zone = {zone_of[s]: 0 for s in subnets}
+    for i in group.get("Instances", []):
+        per_zone[i["AvailabilityZone"]] = per_zone.get(i["AvailabilityZone"], 0) + 1
+    if group["MaxSize"] < len(group.get("Instances", [])) + count:
+        asg.update_auto_scaling_group(AutoScalingGroupName=asg_name, MaxSize=len(group.get("Instances", [])) + count)
+    launched = []
+    for _ in range(count):
+        subnet = min(subnets, key=lambda s: (per_zone[zone_of[s]], subnets.index(s)))
+        per_zone[zone_of[subnet]] += 1
+        instance = ec2.run_instances(
             MinCount=1,
             MaxCount=1,
-            LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplateId"], "Version": "1"},
-            IamInstanceProfile={"Arn": profile},
-            SubnetId=subnets[i % len(subnets)]["SubnetId"],
-            TagSpecifications=[{"ResourceType": "instance", "Tags": tags_list({**propagate, "aws:autoscaling:groupName": asg_name, "Name": f"{name}-system-Node"})}],
-        )
-        instance_ids.append(launched["Instances"][0]["InstanceId"])
-    asg.attach_instances(AutoScalingGroupName=asg_name, InstanceIds=instance_ids)
-    asg.update_auto_scaling_group(AutoScalingGroupName=asg_name, MinSize=count, DesiredCapacity=count)
-    nodegroup = get_backend("eks")[ACCOUNT_ID][region].clusters[name].nodegroups["system"]
-    nodegroup.resources = {"autoScalingGroups": [{"name": asg_name}], "remoteAccessSecurityGroup": None}
-    nodegroup.instance_types = [system_type]
+            LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"], "Version": template.get("Version", "1")},
+            IamInstanceProfile={"Arn": facts["instance_profile"]},
+            SubnetId=subnet,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags_list({**tags, "aws:autoscaling:groupName": asg_name, "Name": f"{facts['cluster']}-{tags.get('eks:nodegroup-name', 'group')}-Node"})}],
+        )["Instances"][0]
+        launched.append(instance["InstanceId"])
+    asg.attach_instances(AutoScalingGroupName=asg_name, InstanceIds=launched)
+    return launched
 
-    return {
-        "cluster": name,
-        "region": region,
-        "vpc": vpc,
-        "subnets": [s["SubnetId"] for s in subnets],
-        "cluster_security_group": cluster_sg,
-        "system_node_role": node_role,
-        "system_asg": asg_name,
-        "amis": amis,
-    }
+

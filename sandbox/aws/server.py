@@ -46,6 +46,8 @@ from eks_gaps import EksGaps  # noqa: E402
 from identity import Identities, IdentityError, sts_error  # noqa: E402
 from interruption import InterruptError, Interruptions  # noqa: E402
 from pricing import Pricing, PricingError  # noqa: E402
+import node_groups  # noqa: E402
+import seed  # noqa: E402
 
 ACCOUNT_ID = "123456789012"
 # Query-protocol services answer errors in XML; the rest in JSON.
@@ -62,6 +64,7 @@ EKS_REST_OPERATIONS = [
     ("POST", r"^/clusters/[^/]+/node-groups$", "CreateNodegroup"),
     ("GET", r"^/clusters/[^/]+/node-groups/[^/]+$", "DescribeNodegroup"),
     ("DELETE", r"^/clusters/[^/]+/node-groups/[^/]+$", "DeleteNodegroup"),
+    ("POST", r"^/clusters/[^/]+/node-groups/[^/]+/update-config$", "UpdateNodegroupConfig"),
     ("GET", r"^/access-policies$", "ListAccessPolicies"),
     ("GET", r"^/addons/supported-versions$", "DescribeAddonVersions"),
     ("POST", r"^/clusters/[^/]+/access-entries$", "CreateAccessEntry"),
@@ -226,6 +229,12 @@ class SandboxAws:
         self.calls: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self.ready = False
+        # Set once the account is seeded: where this endpoint listens, the seed's facts (the
+        # cluster's subnets, node role, AMI...) and the instance data, for node groups added
+        # later (`POST /_sandbox/nodegroups`) and for UpdateNodegroupConfig.
+        self.endpoint = ""
+        self.facts: dict[str, Any] = {}
+        self.data_dir: Path | None = None
         self.authorizer = Authorizer(ACCOUNT_ID, moto_backend)
         self.identities = Identities(ACCOUNT_ID, moto_backend, lambda region, cluster: eks._associations(region, cluster), service_account_key)
 
@@ -304,6 +313,10 @@ class SandboxAws:
         if service == "eks" and operation == "DescribeCluster" and status_code == 200:
             chunks = self.with_access_config(region, chunks)
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(chunks)))]
+        if service == "eks" and operation == "UpdateNodegroupConfig" and status_code == 200:
+            # EKS moves the group's instances to the new scaling config (node_groups.py).
+            parts = path.split("/")
+            node_groups.reconcile(self.endpoint, self.facts, region, unquote(parts[2]), unquote(parts[4]))
         self.record(service, operation, region, status_code, received)
         start_response(captured["status"], headers)
         return [chunks]
@@ -529,6 +542,18 @@ class SandboxAws:
             with self.lock:
                 self.eks.set_auth_mode(doc["region"], doc["cluster"], doc["mode"])
             return reply(200, {"mode": doc["mode"]})
+        if path == "/_sandbox/nodegroups" and method == "POST":
+            # {"name", "instance_type", "count", "max_size", "min_size"?, "labels"?, "taints"?}:
+            # a managed node group as EKS builds one (seed.add_managed_node_group).
+            doc = json.loads(body or b"{}")
+            missing = [k for k in ("name", "instance_type", "count", "max_size") if doc.get(k) in (None, "")]
+            if missing:
+                return reply(400, {"error": f"missing {', '.join(missing)}"})
+            try:
+                created = seed.add_managed_node_group(self.endpoint, self.facts, self.data_dir, doc["name"], doc["instance_type"], int(doc["count"]), int(doc["max_size"]), doc.get("labels"), doc.get("taints"), doc.get("min_size"))
+            except Exception as e:
+                return reply(400, {"error": f"creating node group {doc['name']!r}: {e}"})
+            return reply(200, created)
         if path == "/_sandbox/interrupt":
             if method == "GET":
                 return reply(200, self.interruptions.describe())
@@ -569,14 +594,13 @@ def main() -> int:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 
-    import seed
-
     try:
         summary = seed.seed_account(f"http://127.0.0.1:{args.port}", seed_config, args.data)
     except Exception as e:  # a failed seed must fail `up`, loudly
         print(f"seeding the sandbox account failed: {e!r}", file=sys.stderr, flush=True)
         server.shutdown()
         return 1
+    app.endpoint, app.facts, app.data_dir = f"http://127.0.0.1:{args.port}", summary, args.data
     with app.lock:
         app.calls.clear()
     app.ready = True

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod discovery;
 pub mod error;
+pub mod node_groups;
 pub mod state;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -21,6 +22,7 @@ pub struct Aws {
     sqs: aws_sdk_sqs::Client,
     events: aws_sdk_eventbridge::Client,
     eks: aws_sdk_eks::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
     ec2: aws_sdk_ec2::Client,
     sts: aws_sdk_sts::Client,
 }
@@ -71,6 +73,7 @@ impl Aws {
             sqs: aws_sdk_sqs::Client::new(config),
             events: aws_sdk_eventbridge::Client::new(config),
             eks: aws_sdk_eks::Client::new(config),
+            autoscaling: aws_sdk_autoscaling::Client::new(config),
             ec2: aws_sdk_ec2::Client::new(config),
             sts: aws_sdk_sts::Client::new(config),
         }

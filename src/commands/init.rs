@@ -55,7 +55,18 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
         println!("{}", serde_json::to_string_pretty(&policy)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let desired = desired(&setup, &aws, args.adopt, printer).await?;
+    apply_setup(&aws, &setup, args, printer).await
+}
+
+/// Plans and (unless `--plan`) applies one setup: what `init` does once its settings are
+/// known, and what `migrate-from-cas` runs with the NodePools it proposes.
+pub(super) async fn apply_setup(
+    aws: &Aws,
+    setup: &SetupFile,
+    args: &InitArgs,
+    printer: &Printer,
+) -> anyhow::Result<ExitCode> {
+    let desired = desired(setup, aws, args.adopt, printer).await?;
     let mut current = aws
         .current(&desired)
         .await
@@ -108,11 +119,7 @@ async fn run_async(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitCod
     if !args.yes {
         confirm()?;
     }
-    let executor = InitExecutor {
-        aws: &aws,
-        kube,
-        printer,
-    };
+    let executor = InitExecutor { aws, kube, printer };
     let applied = plan::apply(&plan, &executor, |line| printer.progress(line)).await?;
     printer.result(
         schema::INIT,

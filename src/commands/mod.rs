@@ -6,6 +6,7 @@ mod doctor;
 mod explain;
 mod init;
 mod instance_types;
+mod migrate;
 mod render;
 mod simulate;
 mod status;
@@ -22,6 +23,7 @@ pub fn run(command: Command, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Version => version::run(printer),
         Command::Init(args) => init::run(&args, printer),
         Command::Uninstall(args) => uninstall::run(&args, printer),
+        Command::MigrateFromCas(args) => migrate::run(&args, printer),
         Command::Status { context } => status::run(context.as_deref(), printer),
         Command::Doctor(args) => doctor::run(&args, printer),
         Command::Render(args) => render::run(&args, printer),

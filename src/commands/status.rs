@@ -434,6 +434,7 @@ mod tests {
             why: "NodeClassReady: EC2NodeClass gpu is not ready".into(),
         }];
         // (pending pods, NodePools, of which not Ready, controller) -> reasons, most pods first
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(
             Vec<String>,
             usize,

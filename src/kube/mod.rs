@@ -5,4 +5,5 @@
 pub mod aws_auth;
 pub mod cluster_state;
 pub mod config_map;
+pub mod nodes;
 pub mod objects;

@@ -2,13 +2,14 @@
 //! [`Plan`] — one [`Item`] per resource with what would happen to it and why — that is shown
 //! Terraform-style (`+ create`, `~ update in-place`, `- destroy`), serialized for `--output
 //! json`, and only then applied. Commands that change infrastructure (`init`,
-//! `uninstall`) build a `Plan<Op>` with their own operation type and an [`Executor`] for it.
+//! `uninstall`; `migrate-from-cas` runs init with the NodePools `migrate` proposes) build a `Plan<Op>` with their own operation type and an [`Executor`] for it.
 
 pub mod controller;
 pub mod doctor;
 pub mod iam_policies;
 pub mod init;
 pub mod installer_policy;
+pub mod migrate;
 pub mod names;
 pub mod render;
 pub mod uninstall;

@@ -136,10 +136,7 @@ impl Sandbox {
 
     /// Runs `sandbox/sandbox <args>` and returns its stdout; panics with stderr on failure.
     pub fn run(&self, args: &[&str]) -> String {
-        let out = Command::new(repo_root().join("sandbox/sandbox"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.sandbox_command().args(args).output().unwrap();
         assert!(
             out.status.success(),
             "sandbox {args:?} failed: {}",
@@ -306,7 +303,67 @@ impl Sandbox {
     }
 }
 
+/// A sandbox of a test's own (its own state directory and ports), for a test that changes
+/// the cluster too much to share it (`tests/migrate.rs` adds a node group and workloads);
+/// stopped when dropped.
+pub struct Isolated {
+    pub sandbox: &'static Sandbox,
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        let _ = self.sandbox.sandbox_command().arg("down").output();
+    }
+}
+
+/// Brings up a sandbox in `.sandbox-<name>` with ports `offset` above this run's base
+/// (`KARPCTL_SANDBOX_PORT_BASE`, default 18400).
+pub fn isolated_sandbox(name: &str, offset: u16) -> Isolated {
+    let base: u16 = std::env::var("KARPCTL_SANDBOX_PORT_BASE")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(18400)
+        + offset;
+    let dir = repo_root().join(format!(".sandbox-{name}"));
+    let setup = |args: &[&str]| {
+        Command::new(repo_root().join("sandbox/sandbox"))
+            .args(args)
+            .env("KARPCTL_SANDBOX_DIR", &dir)
+            .env("KARPCTL_SANDBOX_PORT_BASE", base.to_string())
+            .output()
+            .expect("running sandbox/sandbox")
+    };
+    let up = setup(&["up"]);
+    assert!(
+        up.status.success(),
+        "sandbox up ({name}) failed:\n{}",
+        text(&up.stderr)
+    );
+    let out = setup(&["env"]);
+    let mut env: HashMap<String, String> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.insert("KARPCTL_SANDBOX_PORT_BASE".into(), base.to_string());
+    Isolated {
+        sandbox: Box::leak(Box::new(Sandbox { env })),
+    }
+}
+
 impl Sandbox {
+    /// `sandbox/sandbox` aimed at this sandbox (its state directory and ports).
+    pub fn sandbox_command(&self) -> Command {
+        let mut cmd = Command::new(repo_root().join("sandbox/sandbox"));
+        for key in ["KARPCTL_SANDBOX_DIR", "KARPCTL_SANDBOX_PORT_BASE"] {
+            if let Some(v) = self.env.get(key) {
+                cmd.env(key, v);
+            }
+        }
+        cmd
+    }
+
     /// [`Sandbox::inject_fault`] with the error message the fault answers.
     pub async fn inject_fault_with_message(
         &self,

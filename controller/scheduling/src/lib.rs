@@ -9,6 +9,7 @@
 pub mod checker;
 mod classes;
 pub mod disruption;
+pub mod drain;
 pub mod explain;
 mod firstfit;
 pub mod kubernetes;

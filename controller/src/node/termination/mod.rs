@@ -14,7 +14,9 @@
 //! The NodeClaim carries the progress as conditions (`Drained`, `VolumesDetached`,
 //! `InstanceTerminating`), each with what it waits for.
 
-pub mod drain;
+// The drain rules are pure and shared with `karpctl migrate-from-cas`: they live in the
+// scheduling crate.
+pub use karpctl_scheduling::drain;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -16,6 +16,11 @@
 //!   (not evicted; PodDisruptionBudgets and do-not-disrupt notwithstanding) once the
 //!   deadline minus its own grace period has come, with a grace period clamped to what is
 //!   left (at least 1 s), so it still finishes by the deadline.
+//!
+//! The controller's termination uses these rules; so does `karpctl migrate-from-cas` when it
+//! drains node-group nodes, with one addition: Cluster Autoscaler's
+//! `cluster-autoscaler.kubernetes.io/safe-to-evict: "false"` counts as do-not-disrupt there
+//! ([`DrainPod::with_cas_safe_to_evict`]), so a migration does not silently drop that promise.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +35,18 @@ const DEFAULT_GRACE_SECONDS: i64 = 30;
 /// A terminating pod past its grace period by this much is stuck; it no longer holds the
 /// node (its kubelet is gone or wedged).
 const STUCK_AFTER_SECONDS: i64 = 60;
+
+/// Cluster Autoscaler's per-pod opt-out of scale-down.
+pub const CAS_SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+
+/// Whether the pod carries `cluster-autoscaler.kubernetes.io/safe-to-evict: "false"`.
+pub fn cas_safe_to_evict_false(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CAS_SAFE_TO_EVICT))
+        .is_some_and(|v| v == "false")
+}
 
 /// What the drain needs to know about one pod on the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +119,13 @@ impl DrainPod {
             }),
             grace_seconds,
         }
+    }
+
+    /// A migration off Cluster Autoscaler: a pod CAS would never have evicted
+    /// (`safe-to-evict: "false"`) holds the node as `karpenter.sh/do-not-disrupt` does.
+    pub fn with_cas_safe_to_evict(mut self, pod: &Pod) -> Self {
+        self.do_not_disrupt |= cas_safe_to_evict_false(pod);
+        self
     }
 
     fn stuck_terminating(&self, now: Timestamp) -> bool {
@@ -393,6 +417,36 @@ mod tests {
             serde_json::json!([{"key": "other", "operator": "Exists"}])
         ));
         assert!(!with(serde_json::json!([])));
+    }
+
+    #[test]
+    fn safe_to_evict_false_holds_the_node_only_when_migrating_off_cluster_autoscaler() {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "report-1", "namespace": "shop",
+                "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}},
+            "spec": {"containers": []}
+        }))
+        .unwrap();
+        assert!(
+            !DrainPod::from_pod(&p).do_not_disrupt,
+            "the controller keeps upstream's rule"
+        );
+        let migrating = DrainPod::from_pod(&p).with_cas_safe_to_evict(&p);
+        assert!(migrating.do_not_disrupt);
+        let d = decide(&[migrating], now(), None);
+        assert_eq!(
+            d.holding,
+            vec![("shop/report-1".into(), Holding::DoNotDisrupt)]
+        );
+        assert!(d.actions.is_empty());
+        let mut other = p.clone();
+        other.metadata.annotations =
+            Some([(CAS_SAFE_TO_EVICT.to_string(), "true".to_string())].into());
+        assert!(
+            !DrainPod::from_pod(&other)
+                .with_cas_safe_to_evict(&other)
+                .do_not_disrupt
+        );
     }
 
     #[test]
